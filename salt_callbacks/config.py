@@ -1,0 +1,184 @@
+"""The ``callbacks:`` block of the master config, validated once into a frozen object.
+
+``CallbacksConfig.from_mapping()`` reports every problem at once, each with the
+key's path (``callbacks:retry_delays[2] must be a number >= 0``), so an operator
+fixes the whole block in one go. Unknown keys are not errors (a typo must not
+stop a master), but they are returned so the engine and runner can log them.
+
+``KEYS`` is the one documented list of settings; the README's configuration
+table mirrors it.
+"""
+
+import dataclasses
+import ipaddress
+import math
+from typing import Mapping
+
+from .exceptions import ConfigError
+
+#: Settings, their defaults and a one-line meaning. Keep the README table in step.
+KEYS = {
+    "secrets": ({}, "user name -> HMAC secret; 'default' signs for users without their own"),
+    "default_timeout": (120, "seconds to wait for a return before TIMEOUT (1..600)"),
+    "max_retries": (5, "retries after the first attempt of each payload"),
+    "retry_delays": (
+        [5, 60, 300, 1800, 7200],
+        "seconds before retry 1, 2, ...; the last repeats",
+    ),
+    "retry_jitter": (0.2, "each retry delay is scaled by a random factor in [1-j, 1+j]"),
+    "attempt_timeout": (10, "wall-clock seconds one attempt may take, end to end"),
+    "retention": (172800, "seconds a callback record is kept after creation"),
+    "cache": (None, "salt.cache driver for the callback store (default: the master's 'cache')"),
+    "allow_networks": ([], "CIDRs the outbound address guard lets through"),
+    "max_concurrency": (200, "deliveries in flight at once, all receivers together"),
+    "per_host_limit": (20, "deliveries in flight at once to one receiver host"),
+}
+
+MIN_TIMEOUT = 1
+MAX_TIMEOUT = 600
+
+
+@dataclasses.dataclass(frozen=True)
+class CallbacksConfig:
+    secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    default_timeout: int = KEYS["default_timeout"][0]
+    max_retries: int = KEYS["max_retries"][0]
+    retry_delays: tuple = tuple(KEYS["retry_delays"][0])
+    retry_jitter: float = KEYS["retry_jitter"][0]
+    attempt_timeout: float = KEYS["attempt_timeout"][0]
+    retention: float = KEYS["retention"][0]
+    cache: str | None = None
+    allow_networks: tuple = ()
+    max_concurrency: int = KEYS["max_concurrency"][0]
+    per_host_limit: int = KEYS["per_host_limit"][0]
+
+    def __repr__(self):
+        # Secrets never reach a log line, even through a debug repr of the config.
+        fields = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.name != "secrets"
+        ]
+        return f"CallbacksConfig(secrets=<{len(self.secrets)} users>, {', '.join(fields)})"
+
+    @classmethod
+    def from_mapping(cls, block):
+        """Validate a ``callbacks:`` mapping. Returns ``(config, unknown_keys)``.
+
+        Raises ``ConfigError`` listing every invalid value.
+        """
+        if block is None:
+            block = {}
+        if not isinstance(block, Mapping):
+            raise ConfigError([f"callbacks must be a mapping, got {type(block).__name__}"])
+        problems = []
+        unknown = sorted(str(key) for key in block if key not in KEYS)
+        values = {}
+
+        def get(key):
+            return block[key] if key in block else KEYS[key][0]
+
+        values["secrets"] = _secrets(get("secrets"), problems)
+        values["default_timeout"] = _int(
+            "default_timeout", get("default_timeout"), problems, MIN_TIMEOUT, MAX_TIMEOUT
+        )
+        values["max_retries"] = _int("max_retries", get("max_retries"), problems, 0, 100)
+        values["retry_delays"] = _delays(get("retry_delays"), problems)
+        values["retry_jitter"] = _number("retry_jitter", get("retry_jitter"), problems, 0, 1)
+        values["attempt_timeout"] = _number(
+            "attempt_timeout", get("attempt_timeout"), problems, 0.001, 3600
+        )
+        values["retention"] = _number("retention", get("retention"), problems, 1, None)
+        values["cache"] = _optional_str("cache", get("cache"), problems)
+        values["allow_networks"] = _networks(get("allow_networks"), problems)
+        values["max_concurrency"] = _int(
+            "max_concurrency", get("max_concurrency"), problems, 1, 100000
+        )
+        values["per_host_limit"] = _int("per_host_limit", get("per_host_limit"), problems, 1, 100000)
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values), unknown
+
+    @classmethod
+    def from_opts(cls, opts):
+        """Validate ``opts["callbacks"]`` (master opts). Returns ``(config, unknown_keys)``."""
+        return cls.from_mapping(opts.get("callbacks"))
+
+
+def unknown_keys_message(unknown):
+    """The log line for misspelt keys: names them and every valid key."""
+    return "unknown key(s) under callbacks: {}; they are ignored. Valid keys: {}".format(
+        ", ".join(unknown), ", ".join(sorted(KEYS))
+    )
+
+
+def _is_number(value):
+    # bool is an int subclass; ``max_retries: true`` is a mistake, not 1.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bounds_text(low, high):
+    if high is None:
+        return f">= {low}"
+    return f"between {low} and {high}"
+
+
+def _int(key, value, problems, low, high):
+    if not (isinstance(value, int) and not isinstance(value, bool)) or not low <= value <= high:
+        problems.append(f"callbacks:{key} must be an integer {_bounds_text(low, high)}, got {value!r}")
+        return KEYS[key][0]
+    return value
+
+
+def _number(key, value, problems, low, high):
+    if not _is_number(value) or value < low or (high is not None and value > high):
+        problems.append(f"callbacks:{key} must be a number {_bounds_text(low, high)}, got {value!r}")
+        return KEYS[key][0]
+    return value
+
+
+def _optional_str(key, value, problems):
+    if value is not None and (not isinstance(value, str) or not value):
+        problems.append(f"callbacks:{key} must be a non-empty string or null, got {value!r}")
+        return None
+    return value
+
+
+def _delays(value, problems):
+    if not isinstance(value, (list, tuple)) or not value:
+        problems.append(f"callbacks:retry_delays must be a non-empty list of seconds, got {value!r}")
+        return tuple(KEYS["retry_delays"][0])
+    delays = []
+    for index, delay in enumerate(value):
+        if not _is_number(delay) or delay < 0:
+            problems.append(f"callbacks:retry_delays[{index}] must be a number >= 0, got {delay!r}")
+        else:
+            delays.append(float(delay))
+    return tuple(delays)
+
+
+def _secrets(value, problems):
+    if not isinstance(value, Mapping):
+        problems.append("callbacks:secrets must be a mapping of user name to secret")
+        return {}
+    secrets = {}
+    for user, secret in value.items():
+        # The message names the user, never the secret.
+        if not isinstance(secret, str) or not secret:
+            problems.append(f"callbacks:secrets:{user} must be a non-empty string")
+            continue
+        secrets[str(user)] = secret
+    return secrets
+
+
+def _networks(value, problems):
+    if not isinstance(value, (list, tuple)):
+        problems.append(f"callbacks:allow_networks must be a list of CIDRs, got {value!r}")
+        return ()
+    networks = []
+    for index, cidr in enumerate(value):
+        try:
+            networks.append(ipaddress.ip_network(str(cidr), strict=False))
+        except ValueError:
+            problems.append(f"callbacks:allow_networks[{index}] is not a CIDR: {cidr!r}")
+    return tuple(networks)

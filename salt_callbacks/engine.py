@@ -1,0 +1,305 @@
+"""The delivery engine: returns and deadlines in, signed webhooks out. No Salt imports.
+
+Lifecycle, top to bottom::
+
+    startup()    load every unfinished record from the store, queue its
+                 deadline and its pending deliveries
+    main_loop()  tick every TICK seconds: on_tick(now) fires due TIMEOUTs,
+                 starts due retries and sweeps expired records
+    shutdown()   stop taking events, let in-flight attempts finish up to a
+                 grace period, then cancel the rest (they stay pending in the
+                 store and are retried at the next start)
+
+Bus events reach ``on_event(tag, data)``, which the Salt adapter calls. The
+store is the truth: every phase change and every attempt is persisted before
+the engine acts on it, so a restart resumes where the last one stopped.
+"""
+
+import asyncio
+import collections
+import heapq
+import itertools
+import logging
+import random
+import time
+
+from .exceptions import CallbackError, SigningError
+from .records import PENDING, WAITING, AttemptResult
+from .redact import redact_url
+from .retry import DELIVERED, RETRY, RetrySchedule
+from .signing import signed_headers
+
+log = logging.getLogger(__name__)
+
+#: Seconds between ticks; bounds how late a TIMEOUT or a retry can start.
+TICK = 0.05
+#: Jids known to have no callback records, remembered so their returns cost no store read.
+UNREGISTERED_MEMORY = 50000
+#: Seconds that in-flight attempts may run on after shutdown begins.
+SHUTDOWN_GRACE = 5.0
+
+EVENT_PREFIX = "salt/callbacks"
+
+
+class CallbackEngine:
+    def __init__(self, config, store, transport, keys_for, clock=time.time, rng=random.random, notify=None):
+        """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
+        or raises ``SigningError``; ``notify(tag, data)`` fires a bus event."""
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.keys_for = keys_for
+        self.clock = clock
+        self.rng = rng
+        self.notify = notify or (lambda tag, data: None)
+        self.schedule = RetrySchedule.from_config(config)
+        self.live = {}  # (jid, device_id) -> Record still waiting or delivering
+        self._deadlines = []  # heap of (deadline, jid, device_id)
+        self._due = []  # heap of (when, seq, jid, device_id, state)
+        self._seq = itertools.count()
+        self._in_flight = {}  # delivery_id -> Task
+        self._unregistered = collections.OrderedDict()
+        self._slots = None
+        self._next_sweep = 0.0
+        self._stopping = False
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def startup(self):
+        self._slots = asyncio.Semaphore(self.config.max_concurrency)
+        loaded = self.load_unfinished()
+        log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
+
+    async def main_loop(self, should_exit):
+        while not should_exit.is_set():
+            self.on_tick(self.clock())
+            try:
+                await asyncio.wait_for(should_exit.wait(), TICK)
+            except asyncio.TimeoutError:
+                pass
+
+    async def shutdown(self, grace=SHUTDOWN_GRACE):
+        self._stopping = True
+        tasks = list(self._in_flight.values())
+        if tasks:
+            log.info("callbacks engine stopping: waiting up to %.1f s for %d delivery attempt(s)", grace, len(tasks))
+            done, not_done = await asyncio.wait(tasks, timeout=grace)
+            for task in not_done:
+                task.cancel()
+            if not_done:
+                log.info("callbacks engine: %d attempt(s) cancelled; they stay pending and resume at next start", len(not_done))
+                await asyncio.gather(*not_done, return_exceptions=True)
+        await self.transport.close()
+        log.info("callbacks engine stopped")
+
+    async def run(self, should_exit):
+        await self.startup()
+        try:
+            await self.main_loop(should_exit)
+        finally:
+            await self.shutdown()
+
+    # -- tracking ---------------------------------------------------------
+
+    def load_unfinished(self):
+        """Queue every record in the store that still has work. Returns how many."""
+        count = 0
+        for jid in self.store.jids():
+            for record in self.store.records_of_job(jid):
+                count += self._track(record)
+        return count
+
+    def _track(self, record):
+        if record.finished or record.key in self.live:
+            return 0
+        self.live[record.key] = record
+        if record.phase == WAITING:
+            heapq.heappush(self._deadlines, (record.deadline, record.jid, record.device_id))
+        for delivery in record.pending_deliveries():
+            self._queue(record, delivery)
+        return 1
+
+    def _queue(self, record, delivery):
+        when = delivery.next_attempt_at or self.clock()
+        heapq.heappush(self._due, (when, next(self._seq), record.jid, record.device_id, delivery.state))
+
+    def _remember_unregistered(self, jid):
+        self._unregistered[jid] = None
+        if len(self._unregistered) > UNREGISTERED_MEMORY:
+            self._unregistered.popitem(last=False)
+
+    # -- events -----------------------------------------------------------
+
+    def on_event(self, tag, data):
+        """Handle one master bus event. Never raises: a bad event is logged and skipped."""
+        if self._stopping or not tag.startswith("salt/job/"):
+            return
+        try:
+            parts = tag.split("/")
+            if len(parts) >= 5 and parts[3] == "ret":
+                if not isinstance(data, dict):
+                    raise ValueError(f"return data is {type(data).__name__}, not a mapping")
+                device_id = "/".join(parts[4:])
+                self.on_return(parts[2], device_id, data)
+            elif len(parts) == 4 and parts[3] == "new":
+                self.on_job_published(parts[2])
+        except CallbackError as exc:
+            log.error("callbacks: cannot handle event %s: %s", tag, exc)
+        except Exception:  # boundary: one bad event must not end the engine
+            log.error("callbacks: unexpected error handling event %s", tag, exc_info=True)
+
+    def on_job_published(self, jid):
+        if jid in self._unregistered:
+            return
+        records = self.store.records_of_job(jid)
+        if not records:
+            self._remember_unregistered(jid)
+            return
+        for record in records:
+            self._track(record)
+
+    def on_return(self, jid, device_id, data):
+        record = self.live.get((jid, device_id))
+        if record is None:
+            if jid in self._unregistered:
+                return
+            if self.store.job(jid) is None:
+                self._remember_unregistered(jid)
+                return
+            record = self.store.get(device_id, jid)
+            if record is None:
+                return  # a device the job did not target, or an expired record
+        now = self.clock()
+        delivery = record.on_return(data, now)
+        if delivery is None:
+            log.debug("callbacks: duplicate return for %s from %s ignored", jid, device_id)
+            return
+        self.store.save(record)
+        self.live[record.key] = record
+        log.info("callbacks: %s returned for job %s; sending COMMAND_EXECUTED", device_id, jid)
+        self._start(record, delivery)
+
+    # -- ticks ------------------------------------------------------------
+
+    def on_tick(self, now):
+        """Fire what has fallen due by ``now``. Each step survives its own errors."""
+        for step in (self._fire_deadlines, self._start_due, self._sweep_if_due):
+            try:
+                step(now)
+            except Exception:  # boundary: a failing store must not stop the clock
+                log.error("callbacks: %s failed", step.__name__, exc_info=True)
+
+    def _fire_deadlines(self, now):
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, jid, device_id = heapq.heappop(self._deadlines)
+            record = self.live.get((jid, device_id))
+            if record is None:
+                continue
+            delivery = record.on_deadline(now)
+            if delivery is None:
+                continue
+            self.store.save(record)
+            log.info("callbacks: job %s on %s timed out after %d s; sending TIMEOUT", jid, device_id, record.timeout)
+            self.notify(f"{EVENT_PREFIX}/{jid}/{device_id}/timeout", {"jid": jid, "device_id": device_id, "timeout": record.timeout})
+            self._start(record, delivery)
+
+    def _start_due(self, now):
+        while self._due and self._due[0][0] <= now:
+            _, _, jid, device_id, state = heapq.heappop(self._due)
+            record = self.live.get((jid, device_id))
+            delivery = record.delivery(state) if record else None
+            if delivery is None or delivery.status != PENDING:
+                continue
+            if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+                continue  # superseded by a later schedule entry
+            self._start(record, delivery)
+
+    # -- deliveries -------------------------------------------------------
+
+    def _start(self, record, delivery):
+        if delivery.delivery_id in self._in_flight or self._stopping:
+            return
+        task = asyncio.get_running_loop().create_task(self._attempt(record, delivery))
+        self._in_flight[delivery.delivery_id] = task
+        task.add_done_callback(lambda _t, key=delivery.delivery_id: self._in_flight.pop(key, None))
+
+    async def _attempt(self, record, delivery):
+        async with self._slots:
+            started = self.clock()
+            body = delivery.body.encode("ascii")
+            try:
+                secrets = self.keys_for(record.signer)
+                headers = signed_headers(body, secrets, delivery.delivery_id, started)
+            except SigningError as exc:
+                result = AttemptResult(status=None, error=str(exc))
+            else:
+                result = await self.transport.post(record.url, body, headers, self.config.attempt_timeout)
+        if self.live.get(record.key) is not record:
+            return  # swept while the attempt ran: the record is gone, write nothing back
+        outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng)
+        try:
+            self.store.save(record)
+        except CallbackError:
+            log.error("callbacks: could not persist attempt for %s on %s", record.jid, record.device_id, exc_info=True)
+        target = redact_url(record.url)
+        if outcome == DELIVERED:
+            log.info("callbacks: %s for job %s on %s delivered to %s (HTTP %s, attempt %d)",
+                     delivery.state, record.jid, record.device_id, target, result.status, delivery.attempts)
+            self.notify(f"{EVENT_PREFIX}/{record.jid}/{record.device_id}/delivered", self._event_data(record, delivery, result))
+        elif outcome == RETRY:
+            log.warning("callbacks: %s for job %s on %s to %s failed (%s); attempt %d, next in %.1f s",
+                        delivery.state, record.jid, record.device_id, target, delivery.reason,
+                        delivery.attempts, delivery.next_attempt_at - started)
+            self._queue(record, delivery)
+        else:
+            log.error("callbacks: %s for job %s on %s to %s failed for good: %s",
+                      delivery.state, record.jid, record.device_id, target, delivery.reason)
+            self.notify(f"{EVENT_PREFIX}/{record.jid}/{record.device_id}/failed", self._event_data(record, delivery, result))
+        if record.finished:
+            self.live.pop(record.key, None)
+
+    @staticmethod
+    def _event_data(record, delivery, result):
+        # No body and no secret: a Reactor needs to know what happened, not the payload.
+        return {
+            "jid": record.jid,
+            "device_id": record.device_id,
+            "state": delivery.state,
+            "delivery_id": delivery.delivery_id,
+            "attempts": delivery.attempts,
+            "status": result.status,
+            "reason": delivery.reason,
+        }
+
+    # -- retention --------------------------------------------------------
+
+    def _sweep_if_due(self, now):
+        if now < self._next_sweep:
+            return
+        # Sweep often enough that a record outlives its retention by at most ~10%.
+        self._next_sweep = now + min(60.0, max(0.5, self.config.retention / 10))
+        self.sweep(now)
+
+    def sweep(self, now):
+        """Remove records older than the retention. Returns how many were removed."""
+        removed = 0
+        for jid in self.store.jids():
+            entry = self.store.job(jid)
+            if entry is None:
+                continue
+            if entry.get("created", 0) + self.config.retention > now:
+                break  # jids sort by time: everything after this is younger
+            devices = entry.get("devices", [])
+            for device_id in devices:
+                record = self.live.pop((jid, device_id), None)
+                if record is not None:
+                    dropped = record.drop_pending(f"record expired after {self.config.retention:g} s retention")
+                    for delivery in dropped:
+                        log.warning("callbacks: dropping pending %s for job %s on %s: record expired",
+                                    delivery.state, jid, device_id)
+            self.store.remove_job(jid, devices)
+            removed += len(devices)
+        if removed:
+            log.info("callbacks: swept %d expired callback record(s)", removed)
+        return removed
+

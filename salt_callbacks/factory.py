@@ -1,0 +1,121 @@
+"""The composition root: the only place that reads master opts and builds parts.
+
+Runner, engine and returner modules call in here; nothing else reaches into
+``__opts__``.
+"""
+
+import asyncio
+import logging
+import signal
+import time
+
+from . import saltio, service
+from .config import CallbacksConfig, unknown_keys_message
+from .engine import CallbackEngine
+from .exceptions import SigningError
+from .store import CallbackStore
+from .transport import AiohttpTransport
+
+log = logging.getLogger(__name__)
+
+ENGINE_STARTED_TAG = "salt/callbacks/engine/start"
+
+
+def load_config(opts, who=None):
+    """Validated ``callbacks:`` config; misspelt keys are logged (as errors) by ``who``."""
+    config, unknown = CallbacksConfig.from_opts(opts)
+    if unknown and who:
+        log.error("%s: %s", who, unknown_keys_message(unknown))
+    return config
+
+
+def build_store(opts, config):
+    """The callback store on the configured ``salt.cache`` driver (the returner uses this)."""
+    return CallbackStore(saltio.cache_backend(opts, config.cache))
+
+
+def returner_store(opts):
+    """The store as the ``callbacks`` returner module serves it, through Salt's loader."""
+    import salt.loader  # pylint: disable=import-outside-toplevel
+
+    return salt.loader.returners(opts, {})["callbacks.store"]()
+
+
+def keys_for(config):
+    def lookup(signer):
+        secret = config.secrets.get(signer)
+        if secret is None:
+            raise SigningError(signer)
+        return [secret]
+
+    return lookup
+
+
+def publisher(opts):
+    return saltio.SaltPublisher(opts)
+
+
+def build_engine(config, store, notify=None, transport=None, clock=time.time):
+    return CallbackEngine(
+        config,
+        store,
+        transport or AiohttpTransport(config.max_concurrency, config.per_host_limit),
+        keys_for(config),
+        clock=clock,
+        notify=notify,
+    )
+
+
+def run_engine(opts, engine_kwargs=None):
+    """Run the engine until SIGTERM/SIGINT. Called by ``_engines/callbacks.py``."""
+    if engine_kwargs:
+        log.warning(
+            "callbacks engine: options under engines: are ignored (%s); configure the callbacks: block",
+            ", ".join(sorted(engine_kwargs)),
+        )
+    config = load_config(opts, "callbacks engine")
+    store = returner_store(opts)
+    asyncio.run(_engine_main(opts, config, store))
+
+
+async def _engine_main(opts, config, store):
+    loop = asyncio.get_running_loop()
+    should_exit = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, should_exit.set)
+    bus = saltio.MasterBus(opts, loop)
+    engine = build_engine(config, store, notify=bus.fire)
+    await engine.startup()
+    bus.listen(engine.on_event)
+    bus.fire(ENGINE_STARTED_TAG, {"resumed": len(engine.live)})
+    try:
+        await engine.main_loop(should_exit)
+    finally:
+        await engine.shutdown()
+        bus.close()
+
+
+# -- runner entry points -------------------------------------------------------
+
+
+def execute(opts, user, **request):
+    config = load_config(opts, "callbacks runner")
+    return service.execute(config, publisher(opts), returner_store(opts), time.time, user=user, **request)
+
+
+def execute_raw(opts, user, command, **request):
+    from .validation import split_raw_command  # pylint: disable=import-outside-toplevel
+
+    fun, tokens = split_raw_command(command)
+    arg, kwarg = saltio.parse_cli_args(tokens)
+    return execute(opts, user, command=fun, arg=arg, kwarg=kwarg, raw=command, **request)
+
+
+def get(opts, device_id, jid):
+    config = load_config(opts, "callbacks runner")
+    return service.get(config, returner_store(opts), time.time, device_id, jid)
+
+
+def list_records(opts, device_id=None, state=None, limit=100):
+    config = load_config(opts, "callbacks runner")
+    return service.list_records(config, returner_store(opts), time.time, device_id, state, limit)

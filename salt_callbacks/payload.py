@@ -1,0 +1,111 @@
+"""Webhook payloads in the seed's shape, and the exact bytes that are signed and sent.
+
+The body is encoded once, when the payload is created, and those bytes are
+stored and re-sent unchanged by every retry: the signature is over the bytes,
+so re-encoding (a different key order, a different float repr) would be a
+different webhook.
+"""
+
+import base64
+import json
+import math
+
+EXECUTED = "COMMAND_EXECUTED"
+TIMEOUT = "TIMEOUT"
+STATES = (EXECUTED, TIMEOUT)
+
+#: Nesting beyond this is replaced by a marker string instead of recursing further.
+MAX_DEPTH = 200
+
+
+def return_tag(jid, device_id):
+    return f"salt/job/{jid}/ret/{device_id}"
+
+
+def return_success(data):
+    """The payload's ``success``: the return's own flag, else ``retcode == 0``."""
+    if "success" in data:
+        return bool(data["success"])
+    return data.get("retcode") == 0
+
+
+def executed_payload(jid, device_id, data):
+    """The COMMAND_EXECUTED payload for one return event's ``data``."""
+    return {
+        "response": {"tag": return_tag(jid, device_id), "data": data},
+        "jid": jid,
+        "state": EXECUTED,
+        "success": return_success(data),
+        "device_id": device_id,
+    }
+
+
+def timeout_payload(jid, device_id):
+    """The TIMEOUT payload: sent once when the deadline passes with no return."""
+    return {"response": None, "jid": jid, "state": TIMEOUT, "success": False, "device_id": device_id}
+
+
+def encode_body(payload):
+    """Compact, ASCII-only JSON bytes (so always valid UTF-8) for ``payload``.
+
+    Device returns are not always JSON-shaped; see ``_jsonable`` for how
+    bytes, sets, NaN and very deep nesting are represented.
+    """
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=_default)
+    except (ValueError, TypeError, RecursionError):
+        # Rare: NaN/Infinity, odd dict keys or extreme nesting. Walk and clean.
+        text = json.dumps(_jsonable(payload, 0), separators=(",", ":"), allow_nan=False)
+    return text.encode("ascii")
+
+
+def _default(value):
+    if isinstance(value, bytes):
+        return _bytes(value)
+    if isinstance(value, (set, frozenset)):
+        return _sorted(value)
+    return str(value)
+
+
+def _bytes(value):
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        # Not text: keep every byte, in a form no receiver can mistake for text.
+        return {"$base64": base64.b64encode(value).decode("ascii")}
+
+
+def _sorted(values):
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=repr)
+
+
+def _jsonable(value, depth):
+    if depth > MAX_DEPTH:
+        return f"<nested deeper than {MAX_DEPTH} levels: cut>"
+    if isinstance(value, str) or value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {_key(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [_jsonable(v, depth + 1) for v in _sorted(value)]
+    if isinstance(value, bytes):
+        return _bytes(value)
+    return str(value)
+
+
+def _key(key):
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        decoded = _bytes(key)
+        return decoded if isinstance(decoded, str) else "$base64:" + decoded["$base64"]
+    return str(key)

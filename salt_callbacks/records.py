@@ -1,0 +1,281 @@
+"""Callback records and their state machine.
+
+One record per (jid, device). Its *phase* says what the device has done::
+
+    waiting ──return──▶ executed
+       │
+       └──deadline──▶ timed_out ──late return──▶ executed
+
+A return in ``executed`` is a duplicate and sends nothing; a deadline in
+``executed`` means the result came in time and sends nothing. Every other
+(phase, event) pair is listed in ``PHASE_TRANSITIONS``; nothing else moves a
+phase.
+
+Each payload a phase change produces (COMMAND_EXECUTED, TIMEOUT) becomes a
+*delivery*::
+
+    pending ──2xx──▶ delivered
+       ├──failure, attempts left──▶ pending (next_attempt_at set)
+       ├──failure, none left / 410──▶ failed
+       └──record expired──▶ dropped
+
+Records are plain data: the engine mutates them and the store persists
+``to_dict()``. Times are Unix seconds (floats), passed in by the caller.
+"""
+
+import dataclasses
+import datetime
+import uuid
+
+from . import payload as payloads
+from .retry import DELIVERED, RETRY, STOP, classify
+
+WAITING = "waiting"
+EXECUTED = "executed"
+TIMED_OUT = "timed_out"
+
+RETURN = "return"
+DEADLINE = "deadline"
+
+PHASE_TRANSITIONS = {
+    (WAITING, RETURN): EXECUTED,
+    (WAITING, DEADLINE): TIMED_OUT,
+    (TIMED_OUT, RETURN): EXECUTED,
+}
+
+PENDING = "pending"
+DELIVERED_STATUS = "delivered"
+FAILED = "failed"
+DROPPED = "dropped"
+DELIVERY_TRANSITIONS = {
+    PENDING: {PENDING, DELIVERED_STATUS, FAILED, DROPPED},
+    DELIVERED_STATUS: set(),
+    FAILED: set(),
+    DROPPED: set(),
+}
+
+#: The public ``state`` of a record when nothing has been sent yet.
+PUBLIC_PENDING = "PENDING"
+
+#: Characters of a receiver's response body kept per attempt, for debugging.
+EXCERPT_CHARS = 512
+
+SCHEMA = 1
+
+
+def isoformat(ts):
+    """ISO 8601 UTC with microseconds and ``Z``, as the seed shows."""
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class TransitionError(ValueError):
+    """A programming error: a state change the machine does not allow."""
+
+
+@dataclasses.dataclass
+class Delivery:
+    state: str  # payload state: COMMAND_EXECUTED or TIMEOUT
+    delivery_id: str
+    body: str  # the exact JSON text that is signed and sent, every attempt
+    created: float
+    status: str = PENDING
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    reason: str | None = None
+
+    def move(self, status):
+        if status not in DELIVERY_TRANSITIONS[self.status]:
+            raise TransitionError(f"delivery {self.delivery_id}: {self.status} -> {status} is not allowed")
+        self.status = status
+
+    def summary(self):
+        return {
+            "state": self.state,
+            "delivery_id": self.delivery_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": isoformat(self.next_attempt_at) if self.next_attempt_at else None,
+            "reason": self.reason,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptResult:
+    """What one HTTP attempt came back with. ``status`` is None when no response came."""
+
+    status: int | None
+    error: str | None = None
+    excerpt: str = ""
+    retry_after: float | None = None
+
+
+@dataclasses.dataclass
+class Record:
+    jid: str
+    device_id: str
+    url: str
+    created: float
+    timeout: int
+    command: dict
+    signer: str  # name of the secret under callbacks:secrets that signs this record
+    user: str  # the Salt user who asked for the callback
+    timeout_task_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    phase: str = WAITING
+    deliveries: list = dataclasses.field(default_factory=list)
+    sent_requests: list = dataclasses.field(default_factory=list)
+
+    @property
+    def key(self):
+        return (self.jid, self.device_id)
+
+    @property
+    def deadline(self):
+        return self.created + self.timeout
+
+    def expires_at(self, retention):
+        return self.created + retention
+
+    # -- phase changes ----------------------------------------------------
+
+    def _move(self, event):
+        target = PHASE_TRANSITIONS.get((self.phase, event))
+        if target is None:
+            return False
+        self.phase = target
+        return True
+
+    def on_return(self, data, now):
+        """A return arrived. Returns the new COMMAND_EXECUTED delivery, or None
+        for a duplicate."""
+        if not self._move(RETURN):
+            return None
+        body = payloads.encode_body(payloads.executed_payload(self.jid, self.device_id, data))
+        return self._add_delivery(payloads.EXECUTED, body, now)
+
+    def on_deadline(self, now):
+        """The deadline passed. Returns the TIMEOUT delivery, or None when the
+        result already came."""
+        if now < self.deadline or not self._move(DEADLINE):
+            return None
+        body = payloads.encode_body(payloads.timeout_payload(self.jid, self.device_id))
+        return self._add_delivery(payloads.TIMEOUT, body, now)
+
+    def _add_delivery(self, state, body, now):
+        from .signing import delivery_id  # local: signing is heavier and optional here
+
+        delivery = Delivery(
+            state=state,
+            delivery_id=delivery_id(self.jid, self.device_id, state),
+            body=body.decode("ascii"),
+            created=now,
+            next_attempt_at=now,
+        )
+        self.deliveries.append(delivery)
+        return delivery
+
+    # -- deliveries -------------------------------------------------------
+
+    def delivery(self, state):
+        for delivery in self.deliveries:
+            if delivery.state == state:
+                return delivery
+        return None
+
+    def pending_deliveries(self):
+        return [d for d in self.deliveries if d.status == PENDING]
+
+    @property
+    def finished(self):
+        """Nothing left to do: the device answered and every payload reached an end."""
+        return self.phase == EXECUTED and not self.pending_deliveries()
+
+    def record_attempt(self, delivery, started, result, schedule, rng):
+        """Append one attempt to ``sent_requests`` and move ``delivery`` on.
+
+        Returns the outcome: DELIVERED, RETRY (``next_attempt_at`` is set) or STOP.
+        """
+        delivery.attempts += 1
+        outcome = classify(result.status)
+        entry = {
+            "timestamp": isoformat(started),
+            "state": delivery.state,
+            "success": outcome == DELIVERED,
+            "response_statuscode": result.status,
+            "delivery_id": delivery.delivery_id,
+            "attempt": delivery.attempts,
+        }
+        if result.error:
+            entry["error"] = result.error
+        if result.excerpt:
+            entry["response_excerpt"] = result.excerpt[:EXCERPT_CHARS]
+        self.sent_requests.append(entry)
+
+        if outcome == DELIVERED:
+            delivery.next_attempt_at = None
+            delivery.reason = None
+            delivery.move(DELIVERED_STATUS)
+            return DELIVERED
+        why = result.error or f"receiver answered HTTP {result.status}"
+        delay = None if outcome == STOP else schedule.delay_after(
+            delivery.attempts, rng=rng, retry_after=result.retry_after
+        )
+        if delay is None:
+            delivery.next_attempt_at = None
+            if outcome == STOP:
+                delivery.reason = f"receiver answered 410 Gone after {delivery.attempts} attempt(s): not retried"
+            else:
+                delivery.reason = f"gave up after {delivery.attempts} attempt(s); last: {why}"
+            delivery.move(FAILED)
+            return STOP
+        delivery.reason = why
+        delivery.next_attempt_at = started + delay
+        delivery.move(PENDING)
+        return RETRY
+
+    def drop_pending(self, reason):
+        """The record expired: pending deliveries end here. Returns those dropped."""
+        dropped = self.pending_deliveries()
+        for delivery in dropped:
+            delivery.reason = reason
+            delivery.next_attempt_at = None
+            delivery.move(DROPPED)
+        return dropped
+
+    # -- views ------------------------------------------------------------
+
+    def public_state(self):
+        """The state of the last payload sent, or PENDING when nothing was sent yet."""
+        if not self.sent_requests:
+            return PUBLIC_PENDING
+        return self.sent_requests[-1]["state"]
+
+    def public_view(self, retention=None):
+        """The record as ``callbacks.get`` shows it: the seed's keys, then ours."""
+        view = {
+            "sent_requests": [dict(entry) for entry in self.sent_requests],
+            "url": self.url,
+            "timestamp": isoformat(self.created),
+            "timeout_task_id": self.timeout_task_id,
+            "command": dict(self.command),
+            "timeout": self.timeout,
+            "device_id": self.device_id,
+            "jid": self.jid,
+            "state": self.public_state(),
+            "deliveries": [d.summary() for d in self.deliveries],
+            "deadline": isoformat(self.deadline),
+        }
+        if retention is not None:
+            view["expires"] = isoformat(self.expires_at(retention))
+        return view
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        data["schema"] = SCHEMA
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        data = dict(data)
+        data.pop("schema", None)
+        data["deliveries"] = [Delivery(**d) for d in data.get("deliveries", [])]
+        return cls(**data)

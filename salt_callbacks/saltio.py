@@ -1,0 +1,89 @@
+"""Everything that touches Salt's own APIs, in one module, so the rest of the
+package stays importable (and testable) without Salt.
+
+Each piece here is small and named for the Salt facility it wraps.
+"""
+
+import logging
+
+import salt.cache
+import salt.client
+import salt.utils.args
+import salt.utils.event
+import salt.utils.jid
+import salt.utils.minions
+
+log = logging.getLogger(__name__)
+
+
+def parse_cli_args(tokens):
+    """Type a raw command's tokens exactly as the salt CLI does: ``key=value``
+    becomes a keyword argument, and every value goes through Salt's YAML
+    typing (``1`` is an int, ``[a, b]`` a list, ``'ls -l'`` stays a string)."""
+    args, kwargs = salt.utils.args.parse_input(tokens, condition=False)
+    return list(args), dict(kwargs)
+
+
+def cache_backend(opts, driver=None):
+    """The ``salt.cache`` object the callback store writes through."""
+    return salt.cache.factory(opts, driver=driver or opts.get("cache", "localfs"))
+
+
+class SaltPublisher:
+    """Resolves targets and publishes jobs with the master's LocalClient."""
+
+    def __init__(self, opts):
+        self.opts = opts
+
+    def targets(self, tgt, tgt_type):
+        found = salt.utils.minions.CkMinions(self.opts).check_minions(tgt, tgt_type)
+        return sorted(found.get("minions", []))
+
+    def new_jid(self):
+        return salt.utils.jid.gen_jid(self.opts)
+
+    def publish(self, tgt, fun, arg, kwarg, tgt_type, returner, jid):
+        with salt.client.get_local_client(mopts=self.opts) as client:
+            return client.run_job(
+                tgt,
+                fun,
+                arg=list(arg),
+                kwarg=dict(kwarg) if kwarg else None,
+                tgt_type=tgt_type,
+                ret=returner or "",
+                jid=jid or "",
+                listen=False,
+            )
+
+
+class MasterBus:
+    """The master event bus, read and written asynchronously on the running loop.
+
+    Uses the same path as the master's own EventMonitor: an async event object,
+    a raw-message handler, and ``SaltEvent.unpack``.
+    """
+
+    def __init__(self, opts, loop):
+        self._event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True, io_loop=loop)
+
+    def listen(self, on_event):
+        unpack = salt.utils.event.SaltEvent.unpack
+
+        async def handle(raw):
+            try:
+                tag, data = unpack(raw)
+            except Exception:  # boundary: an undecodable message is skipped, not fatal
+                log.error("callbacks: could not decode a bus message", exc_info=True)
+                return
+            on_event(tag, data)
+
+        self._event.set_event_handler(handle)
+
+    def fire(self, tag, data):
+        try:
+            self._event.fire_event(dict(data), tag)
+        except Exception:  # boundary: a notification must never stop a delivery
+            log.warning("callbacks: could not fire event %s", tag, exc_info=True)
+
+    def close(self):
+        self._event.destroy()

@@ -1,0 +1,138 @@
+"""What the runner functions do, with Salt passed in: validate, record, publish, read.
+
+``publisher`` is anything with ``targets(tgt, tgt_type)``, ``new_jid()`` and
+``publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)``; the Salt one lives
+in ``saltio``. Keeping it an argument lets unit tests run this without daemons.
+"""
+
+import logging
+
+from . import validation
+from .exceptions import NoMinionsError, NotFoundError
+from .records import PUBLIC_PENDING, Record
+from .signing import signer_for
+
+log = logging.getLogger(__name__)
+
+LIST_STATES = ("COMMAND_EXECUTED", "TIMEOUT", PUBLIC_PENDING)
+
+
+def execute(
+    config,
+    publisher,
+    store,
+    clock,
+    *,
+    user,
+    device_id,
+    command,
+    arg=None,
+    kwarg=None,
+    callback_url=None,
+    callback_timeout=None,
+    tgt_type="glob",
+    returner=None,
+    raw=None,
+):
+    """Publish ``command`` on ``device_id``; with ``callback_url``, record one
+    callback per targeted device first. Returns ``{"jid", "minions"}``.
+
+    Everything is validated before anything is stored or published.
+    """
+    device_id = validation.device_id(device_id)
+    command = validation.function_name(command)
+    arg = validation.positional_args(arg)
+    kwarg = validation.keyword_args(kwarg)
+    tgt_type = validation.target_type(tgt_type)
+    returner = validation.returner_name(returner)
+    timeout = validation.callback_timeout(callback_timeout, config.default_timeout)
+    if callback_url is None:
+        return _publish(publisher, device_id, command, arg, kwarg, tgt_type, returner, jid=None)
+
+    url = validation.callback_url(callback_url)
+    signer = signer_for(user, config.secrets)
+    minions = publisher.targets(device_id, tgt_type)
+    if not minions:
+        raise NoMinionsError(device_id, tgt_type)
+    minions = [validation.minion_id(m) for m in minions]
+
+    spec = {"returner": returner, "command": command, "arg": list(arg)}
+    if kwarg:
+        spec["kwarg"] = dict(kwarg)
+    if raw is not None:
+        spec["raw"] = raw
+
+    jid = publisher.new_jid()
+    created = clock()  # the deadline counts from here, just before publishing
+
+    def new_record(minion):
+        return Record(jid=jid, device_id=minion, url=url, created=created, timeout=timeout,
+                      command=spec, signer=signer, user=user)
+
+    records = [new_record(m) for m in minions]
+    store.add_job(jid, records, created)
+    try:
+        published = _publish(publisher, device_id, command, arg, kwarg, tgt_type, returner, jid=jid)
+    except Exception:
+        store.remove_job(jid, minions)  # nothing half-written: no job, no records
+        raise
+
+    # The master re-resolves the target when it publishes; keep records in step with it.
+    targeted = set(published["minions"])
+    stray = [m for m in minions if m not in targeted]
+    extra = [new_record(m) for m in published["minions"] if m not in set(minions)]
+    if stray or extra:
+        for minion in stray:
+            store.delete(minion, jid)
+        store.index_job(jid, published["minions"], created)
+        for record in extra:
+            store.save(record)
+    log.info("callbacks: job %s published to %d minion(s) with callback (timeout %d s)", jid, len(targeted), timeout)
+    return published
+
+
+def _publish(publisher, tgt, fun, arg, kwarg, tgt_type, returner, jid):
+    published = publisher.publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)
+    if not published or not published.get("minions"):
+        raise NoMinionsError(tgt, tgt_type)
+    return {"jid": published["jid"], "minions": list(published["minions"])}
+
+
+def get(config, store, clock, device_id, jid):
+    """The public view of one record; ``NotFoundError`` when missing or expired."""
+    device_id = validation.device_id(device_id)
+    if not isinstance(jid, str) or not jid.strip():
+        jid = str(jid) if jid is not None else ""
+    record = _lookup(store, device_id, jid.strip())
+    if record is None or record.expires_at(config.retention) <= clock():
+        raise NotFoundError(device_id, jid)
+    return record.public_view(config.retention)
+
+
+def _lookup(store, device_id, jid):
+    try:
+        validation.minion_id(device_id)
+    except validation.InputError:
+        return None
+    return store.get(device_id, jid)
+
+
+def list_records(config, store, clock, device_id=None, state=None, limit=100):
+    """Recent records, newest first, each with its ``jid``."""
+    if state is not None and state not in LIST_STATES:
+        raise validation.InputError("state", f"must be one of {', '.join(LIST_STATES)}, got {state!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        if isinstance(limit, str) and limit.isdigit() and int(limit) >= 1:
+            limit = int(limit)
+        else:
+            raise validation.InputError("limit", f"must be a positive integer, got {limit!r}")
+    if device_id is not None:
+        device_id = validation.minion_id(validation.device_id(device_id))
+    now = clock()
+
+    def keep(record):
+        if record.expires_at(config.retention) <= now:
+            return False
+        return state is None or record.public_state() == state
+
+    return [r.public_view(config.retention) for r in store.recent(device_id, limit, keep)]
