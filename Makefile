@@ -1,0 +1,38 @@
+# Every target sets up what it needs on first use: `make test` on a fresh
+# clone creates .venv, installs the pinned test requirements and this package
+# (editable, so Salt finds the modules through the salt.loader entry point).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv test unit integration demo bench clean
+
+$(STAMP): requirements-test.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) tools/demo.py
+
+bench: venv
+	$(PY) tools/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf .demo .bench build dist *.egg-info
