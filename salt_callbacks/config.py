@@ -32,6 +32,7 @@ KEYS = {
     "allow_networks": ([], "CIDRs the outbound address guard lets through"),
     "max_concurrency": (200, "deliveries in flight at once, all receivers together"),
     "per_host_limit": (20, "deliveries in flight at once to one receiver host"),
+    "max_body_bytes": (1048576, "largest webhook body; a bigger result is replaced by a marker"),
 }
 
 MIN_TIMEOUT = 1
@@ -51,6 +52,7 @@ class CallbacksConfig:
     allow_networks: tuple = ()
     max_concurrency: int = KEYS["max_concurrency"][0]
     per_host_limit: int = KEYS["per_host_limit"][0]
+    max_body_bytes: int = KEYS["max_body_bytes"][0]
 
     def __repr__(self):
         # Secrets never reach a log line, even through a debug repr of the config.
@@ -95,6 +97,7 @@ class CallbacksConfig:
             "max_concurrency", get("max_concurrency"), problems, 1, 100000
         )
         values["per_host_limit"] = _int("per_host_limit", get("per_host_limit"), problems, 1, 100000)
+        values["max_body_bytes"] = _int("max_body_bytes", get("max_body_bytes"), problems, 4096, 64 * 1024 * 1024)
         if problems:
             raise ConfigError(problems)
         return cls(**values), unknown

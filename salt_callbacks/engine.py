@@ -22,9 +22,10 @@ import itertools
 import logging
 import random
 import time
+import urllib.parse
 
 from .exceptions import CallbackError, SigningError
-from .records import PENDING, WAITING, AttemptResult
+from .records import EXECUTED, PENDING, WAITING, AttemptResult
 from .redact import redact_url
 from .retry import DELIVERED, RETRY, RetrySchedule
 from .signing import signed_headers
@@ -42,9 +43,12 @@ EVENT_PREFIX = "salt/callbacks"
 
 
 class CallbackEngine:
-    def __init__(self, config, store, transport, keys_for, clock=time.time, rng=random.random, notify=None):
+    def __init__(self, config, store, transport, keys_for, clock=time.time, rng=random.random, notify=None,
+                 recover=None):
         """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
-        or raises ``SigningError``; ``notify(tag, data)`` fires a bus event."""
+        or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
+        ``recover(jid)`` returns ``{device_id: return data}`` from the master
+        job cache, for returns that came while no engine was listening."""
         self.config = config
         self.store = store
         self.transport = transport
@@ -52,6 +56,7 @@ class CallbackEngine:
         self.clock = clock
         self.rng = rng
         self.notify = notify or (lambda tag, data: None)
+        self.recover = recover
         self.schedule = RetrySchedule.from_config(config)
         self.live = {}  # (jid, device_id) -> Record still waiting or delivering
         self._deadlines = []  # heap of (deadline, jid, device_id)
@@ -59,14 +64,14 @@ class CallbackEngine:
         self._seq = itertools.count()
         self._in_flight = {}  # delivery_id -> Task
         self._unregistered = collections.OrderedDict()
-        self._slots = None
+        self._slots = asyncio.Semaphore(config.max_concurrency)  # all deliveries together
+        self._host_slots = {}  # (host, port) -> Semaphore: one slow receiver holds only its own
         self._next_sweep = 0.0
         self._stopping = False
 
     # -- lifecycle --------------------------------------------------------
 
     async def startup(self):
-        self._slots = asyncio.Semaphore(self.config.max_concurrency)
         loaded = self.load_unfinished()
         log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
 
@@ -102,12 +107,30 @@ class CallbackEngine:
     # -- tracking ---------------------------------------------------------
 
     def load_unfinished(self):
-        """Queue every record in the store that still has work. Returns how many."""
+        """Queue every record in the store that still has work, and deliver
+        returns that reached the job cache while no engine listened. Returns
+        how many records were resumed."""
         count = 0
         for jid in self.store.jids():
+            awaiting = []
             for record in self.store.records_of_job(jid):
                 count += self._track(record)
+                if record.phase != EXECUTED and record.key in self.live:
+                    awaiting.append(record.device_id)
+            if awaiting and self.recover is not None:
+                self._recover_returns(jid, awaiting)
         return count
+
+    def _recover_returns(self, jid, devices):
+        try:
+            returns = self.recover(jid)
+        except Exception:  # boundary: a job cache failure must not stop the start
+            log.error("callbacks: could not read job %s from the master job cache", jid, exc_info=True)
+            return
+        for device_id in devices:
+            if device_id in returns:
+                log.info("callbacks: return of job %s from %s found in the job cache", jid, device_id)
+                self.on_return(jid, device_id, returns[device_id])
 
     def _track(self, record):
         if record.finished or record.key in self.live:
@@ -170,7 +193,7 @@ class CallbackEngine:
             if record is None:
                 return  # a device the job did not target, or an expired record
         now = self.clock()
-        delivery = record.on_return(data, now)
+        delivery = record.on_return(data, now, self.config.max_body_bytes)
         if delivery is None:
             log.debug("callbacks: duplicate return for %s from %s ignored", jid, device_id)
             return
@@ -223,10 +246,20 @@ class CallbackEngine:
         self._in_flight[delivery.delivery_id] = task
         task.add_done_callback(lambda _t, key=delivery.delivery_id: self._in_flight.pop(key, None))
 
+    def _host_slot(self, url):
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.hostname, parts.port)
+        slot = self._host_slots.get(key)
+        if slot is None:
+            slot = self._host_slots[key] = asyncio.Semaphore(self.config.per_host_limit)
+        return slot
+
     async def _attempt(self, record, delivery):
-        async with self._slots:
+        # The host's slot first: attempts queued behind a stuck receiver wait
+        # there, without holding any of the global slots healthy hosts need.
+        async with self._host_slot(record.url), self._slots:
             started = self.clock()
-            body = delivery.body.encode("ascii")
+            body = delivery.body.encode("utf-8")
             try:
                 secrets = self.keys_for(record.signer)
                 headers = signed_headers(body, secrets, delivery.delivery_id, started)

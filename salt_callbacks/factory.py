@@ -13,6 +13,7 @@ from . import saltio, service
 from .config import CallbacksConfig, unknown_keys_message
 from .engine import CallbackEngine
 from .exceptions import SigningError
+from .guard import AddressGuard
 from .store import CallbackStore
 from .transport import AiohttpTransport
 
@@ -55,14 +56,15 @@ def publisher(opts):
     return saltio.SaltPublisher(opts)
 
 
-def build_engine(config, store, notify=None, transport=None, clock=time.time):
+def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None):
     return CallbackEngine(
         config,
         store,
-        transport or AiohttpTransport(config.max_concurrency, config.per_host_limit),
+        transport or AiohttpTransport(config.max_concurrency, guard=AddressGuard(config.allow_networks)),
         keys_for(config),
         clock=clock,
         notify=notify,
+        recover=recover,
     )
 
 
@@ -84,15 +86,34 @@ async def _engine_main(opts, config, store):
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, should_exit.set)
     bus = saltio.MasterBus(opts, loop)
-    engine = build_engine(config, store, notify=bus.fire)
-    await engine.startup()
+    engine = build_engine(config, store, notify=bus.fire, recover=saltio.JobCache(opts).returns)
+    # Listen first, then load: a return that arrives during the load is seen
+    # on the bus or in the job cache, and the record's phase dedupes the two.
     bus.listen(engine.on_event)
+    await _start_with_backoff(engine, should_exit)
     bus.fire(ENGINE_STARTED_TAG, {"resumed": len(engine.live)})
     try:
         await engine.main_loop(should_exit)
     finally:
         await engine.shutdown()
         bus.close()
+
+
+async def _start_with_backoff(engine, should_exit, first_delay=1.0, max_delay=30.0):
+    """Retry a failing start (an unreachable store, say) with backoff, in this
+    process, instead of crashing and being restarted by Salt every 10 s."""
+    delay = first_delay
+    while not should_exit.is_set():
+        try:
+            await engine.startup()
+            return
+        except Exception:  # boundary: log, wait, try again
+            log.error("callbacks engine could not start; retrying in %.0f s", delay, exc_info=True)
+            try:
+                await asyncio.wait_for(should_exit.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, max_delay)
 
 
 # -- runner entry points -------------------------------------------------------

@@ -7,8 +7,10 @@ different webhook.
 """
 
 import base64
+import hashlib
 import json
 import math
+import re
 
 EXECUTED = "COMMAND_EXECUTED"
 TIMEOUT = "TIMEOUT"
@@ -16,6 +18,12 @@ STATES = (EXECUTED, TIMEOUT)
 
 #: Nesting beyond this is replaced by a marker string instead of recursing further.
 MAX_DEPTH = 200
+#: Default cap on a body's size: nginx's default client_max_body_size, so a
+#: typical receiver does not answer 413 to every retry.
+MAX_BODY_BYTES = 1024 * 1024
+#: Characters of an oversized ``return`` kept as an excerpt.
+EXCERPT_CHARS = 64 * 1024
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def return_tag(jid, device_id):
@@ -46,17 +54,40 @@ def timeout_payload(jid, device_id):
 
 
 def encode_body(payload):
-    """Compact, ASCII-only JSON bytes (so always valid UTF-8) for ``payload``.
+    """Compact JSON as valid UTF-8 bytes for ``payload``.
 
     Device returns are not always JSON-shaped; see ``_jsonable`` for how
-    bytes, sets, NaN and very deep nesting are represented.
+    bytes, sets, NaN, broken text and very deep nesting are represented.
     """
     try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=_default)
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
+        return text.encode("utf-8")
     except (ValueError, TypeError, RecursionError):
-        # Rare: NaN/Infinity, odd dict keys or extreme nesting. Walk and clean.
-        text = json.dumps(_jsonable(payload, 0), separators=(",", ":"), allow_nan=False)
-    return text.encode("ascii")
+        # Rare: NaN/Infinity, odd dict keys, lone surrogates (text that was not
+        # UTF-8 on the device) or extreme nesting. Walk and clean.
+        text = json.dumps(_jsonable(payload, 0), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+
+
+def encode_executed(jid, device_id, data, max_bytes=MAX_BODY_BYTES):
+    """The COMMAND_EXECUTED body, with an oversized ``return`` replaced by a
+    marker (its size, SHA-256 and an excerpt) so the body fits ``max_bytes``.
+
+    The full result stays in the master job cache.
+    """
+    body = encode_body(executed_payload(jid, device_id, data))
+    if len(body) <= max_bytes:
+        return body
+    full = encode_body(data.get("return"))
+    excerpt_chars = max(0, min(EXCERPT_CHARS, max_bytes // 4))
+    marker = {
+        "$truncated": {
+            "bytes": len(full),
+            "sha256": hashlib.sha256(full).hexdigest(),
+            "excerpt": full[:excerpt_chars].decode("utf-8", "ignore"),
+        }
+    }
+    return encode_body(executed_payload(jid, device_id, dict(data, **{"return": marker})))
 
 
 def _default(value):
@@ -85,7 +116,9 @@ def _sorted(values):
 def _jsonable(value, depth):
     if depth > MAX_DEPTH:
         return f"<nested deeper than {MAX_DEPTH} levels: cut>"
-    if isinstance(value, str) or value is None or isinstance(value, (bool, int)):
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value)
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if math.isfinite(value):
@@ -104,7 +137,7 @@ def _jsonable(value, depth):
 
 def _key(key):
     if isinstance(key, str):
-        return key
+        return _SURROGATES.sub("\ufffd", key)
     if isinstance(key, bytes):
         decoded = _bytes(key)
         return decoded if isinstance(decoded, str) else "$base64:" + decoded["$base64"]

@@ -144,12 +144,12 @@ class Record:
         self.phase = target
         return True
 
-    def on_return(self, data, now):
+    def on_return(self, data, now, max_body_bytes=payloads.MAX_BODY_BYTES):
         """A return arrived. Returns the new COMMAND_EXECUTED delivery, or None
         for a duplicate."""
         if not self._move(RETURN):
             return None
-        body = payloads.encode_body(payloads.executed_payload(self.jid, self.device_id, data))
+        body = payloads.encode_executed(self.jid, self.device_id, data, max_body_bytes)
         return self._add_delivery(payloads.EXECUTED, body, now)
 
     def on_deadline(self, now):
@@ -166,7 +166,7 @@ class Record:
         delivery = Delivery(
             state=state,
             delivery_id=delivery_id(self.jid, self.device_id, state),
-            body=body.decode("ascii"),
+            body=body.decode("utf-8"),
             created=now,
             next_attempt_at=now,
         )

@@ -8,7 +8,8 @@ in ``saltio``. Keeping it an argument lets unit tests run this without daemons.
 import logging
 
 from . import validation
-from .exceptions import NoMinionsError, NotFoundError
+from .exceptions import InputError, NoMinionsError, NotFoundError
+from .guard import AddressGuard
 from .records import PUBLIC_PENDING, Record
 from .signing import signer_for
 
@@ -50,6 +51,7 @@ def execute(
         return _publish(publisher, device_id, command, arg, kwarg, tgt_type, returner, jid=None)
 
     url = validation.callback_url(callback_url)
+    validation.destination_allowed(url, AddressGuard(config.allow_networks))
     signer = signer_for(user, config.secrets)
     minions = publisher.targets(device_id, tgt_type)
     if not minions:
@@ -112,7 +114,7 @@ def get(config, store, clock, device_id, jid):
 def _lookup(store, device_id, jid):
     try:
         validation.minion_id(device_id)
-    except validation.InputError:
+    except InputError:
         return None
     return store.get(device_id, jid)
 
@@ -120,12 +122,12 @@ def _lookup(store, device_id, jid):
 def list_records(config, store, clock, device_id=None, state=None, limit=100):
     """Recent records, newest first, each with its ``jid``."""
     if state is not None and state not in LIST_STATES:
-        raise validation.InputError("state", f"must be one of {', '.join(LIST_STATES)}, got {state!r}")
+        raise InputError("state", f"must be one of {', '.join(LIST_STATES)}, got {state!r}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         if isinstance(limit, str) and limit.isdigit() and int(limit) >= 1:
             limit = int(limit)
         else:
-            raise validation.InputError("limit", f"must be a positive integer, got {limit!r}")
+            raise InputError("limit", f"must be a positive integer, got {limit!r}")
     if device_id is not None:
         device_id = validation.minion_id(validation.device_id(device_id))
     now = clock()

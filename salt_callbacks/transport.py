@@ -13,9 +13,12 @@ is a transport; tests hand the engine a fake one instead of patching.
 import asyncio
 import email.utils
 import time
+import urllib.parse
 
 import aiohttp
+import aiohttp.abc
 
+from .guard import AddressGuard, BlockedAddressError
 from .records import AttemptResult
 from .redact import redact_url
 
@@ -40,17 +43,48 @@ def parse_retry_after(value, now=None):
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+class GuardedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves with ``inner`` and refuses the whole answer if any address is blocked.
+
+    aiohttp connects only to addresses this returns, so what was checked is
+    what is contacted.
+    """
+
+    def __init__(self, guard, inner=None):
+        self._guard = guard
+        self._inner = inner
+
+    async def resolve(self, host, port=0, family=0):
+        if self._inner is None:
+            self._inner = aiohttp.ThreadedResolver()
+        answers = await self._inner.resolve(host, port, family)
+        for answer in answers:
+            self._guard.check(answer["host"])
+        return answers
+
+    async def close(self):
+        if self._inner is not None:
+            await self._inner.close()
+
+
 class AiohttpTransport:
-    def __init__(self, max_concurrency=200, per_host_limit=20):
+    def __init__(self, max_concurrency=200, guard=None, resolver=None):
+        """``resolver`` is an aiohttp resolver to check and use (tests inject
+        one whose answers change); by default the system's."""
         self._max_concurrency = max_concurrency
-        self._per_host_limit = per_host_limit
+        self._guard = guard or AddressGuard()
+        self._resolver = resolver
         self._session = None
 
     def _ensure_session(self):
         # Created lazily: a ClientSession must be born inside the running loop.
         if self._session is None:
+            # Per-host limits are the engine's (it must not let one host hold
+            # global slots); the connector only caps sockets overall.
             connector = aiohttp.TCPConnector(
-                limit=self._max_concurrency, limit_per_host=self._per_host_limit
+                limit=self._max_concurrency,
+                resolver=GuardedResolver(self._guard, self._resolver),
+                use_dns_cache=False,  # every new connection is resolved and checked afresh
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -62,6 +96,8 @@ class AiohttpTransport:
     async def post(self, url, body, headers, timeout):
         session = self._ensure_session()
         try:
+            # aiohttp skips the resolver for address literals: check those here.
+            self._guard.check_url_host(urllib.parse.urlsplit(url).hostname or "")
             async with session.post(
                 url,
                 data=body,
@@ -78,9 +114,13 @@ class AiohttpTransport:
                     excerpt=excerpt.decode("utf-8", "replace"),
                     retry_after=retry_after,
                 )
+        except BlockedAddressError as exc:
+            return AttemptResult(status=None, error=f"not sent: {exc}")
         except asyncio.TimeoutError:
             return AttemptResult(status=None, error=f"no complete response within {timeout:g} s")
         except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddressError):
+                return AttemptResult(status=None, error=f"not sent: {exc.os_error}")
             return AttemptResult(status=None, error=f"cannot connect to {redact_url(url)}: {exc.os_error or exc}")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return AttemptResult(status=None, error=f"{type(exc).__name__}: {exc}")

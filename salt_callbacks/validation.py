@@ -75,6 +75,18 @@ def callback_url(value):
     return value
 
 
+def destination_allowed(url, guard):
+    """Refuse a callback URL whose host is blocked on its face (``127.1``,
+    ``[::1]``, ``localhost``...). Names are resolved and checked again before
+    every attempt."""
+    from .guard import BlockedAddressError  # pylint: disable=import-outside-toplevel
+
+    try:
+        guard.check_url_host(urllib.parse.urlsplit(url).hostname or "")
+    except BlockedAddressError as exc:
+        raise InputError("callback_url", str(exc)) from exc
+
+
 def function_name(value, param="command"):
     """``module.function``; returns it stripped."""
     if not isinstance(value, str) or not _FUNCTION_RE.match(value.strip()):
