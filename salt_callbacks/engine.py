@@ -143,7 +143,7 @@ class CallbackEngine:
         return 1
 
     def _queue(self, record, delivery):
-        when = delivery.next_attempt_at or self.clock()
+        when = self.clock() if delivery.next_attempt_at is None else delivery.next_attempt_at
         heapq.heappush(self._due, (when, next(self._seq), record.jid, record.device_id, delivery.state))
 
     def _remember_unregistered(self, jid):
@@ -155,11 +155,17 @@ class CallbackEngine:
 
     def on_event(self, tag, data):
         """Handle one master bus event. Never raises: a bad event is logged and skipped."""
-        if self._stopping or not tag.startswith("salt/job/"):
+        if self._stopping or not isinstance(tag, str):
             return
         try:
             parts = tag.split("/")
-            if len(parts) >= 5 and parts[3] == "ret":
+            if parts[:2] == ["salt", "callbacks"] and len(parts) == 4 and parts[3] == "registered":
+                # The runner changed a job's records after publishing it.
+                self._unregistered.pop(parts[2], None)
+                self.on_job_published(parts[2])
+            elif parts[:2] != ["salt", "job"]:
+                return
+            elif len(parts) >= 5 and parts[3] == "ret":
                 if not isinstance(data, dict):
                     raise ValueError(f"return data is {type(data).__name__}, not a mapping")
                 device_id = "/".join(parts[4:])
@@ -197,8 +203,8 @@ class CallbackEngine:
         if delivery is None:
             log.debug("callbacks: duplicate return for %s from %s ignored", jid, device_id)
             return
-        self.store.save(record)
         self.live[record.key] = record
+        self._persist(record, "return")
         log.info("callbacks: %s returned for job %s; sending COMMAND_EXECUTED", device_id, jid)
         self._start(record, delivery)
 
@@ -216,12 +222,16 @@ class CallbackEngine:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, jid, device_id = heapq.heappop(self._deadlines)
             record = self.live.get((jid, device_id))
-            if record is None:
+            if record is None or record.phase != WAITING:
+                continue
+            if not self._still_stored(record):
+                # The runner removed it (the master did not target this device after all).
+                self.live.pop(record.key, None)
                 continue
             delivery = record.on_deadline(now)
             if delivery is None:
                 continue
-            self.store.save(record)
+            self._persist(record, "timeout")
             log.info("callbacks: job %s on %s timed out after %d s; sending TIMEOUT", jid, device_id, record.timeout)
             self.notify(f"{EVENT_PREFIX}/{jid}/{device_id}/timeout", {"jid": jid, "device_id": device_id, "timeout": record.timeout})
             self._start(record, delivery)
@@ -237,6 +247,23 @@ class CallbackEngine:
                 continue  # superseded by a later schedule entry
             self._start(record, delivery)
 
+    # -- persistence ------------------------------------------------------
+
+    def _persist(self, record, what):
+        """Write ``record``; on failure keep going from memory (the next
+        attempt writes it again) rather than lose the webhook."""
+        try:
+            self.store.save(record)
+        except CallbackError:
+            log.error("callbacks: could not persist %s of job %s on %s; continuing from memory",
+                      what, record.jid, record.device_id, exc_info=True)
+
+    def _still_stored(self, record):
+        try:
+            return self.store.get(record.device_id, record.jid) is not None
+        except CallbackError:
+            return True  # cannot tell: sending a TIMEOUT beats losing one
+
     # -- deliveries -------------------------------------------------------
 
     def _start(self, record, delivery):
@@ -244,7 +271,12 @@ class CallbackEngine:
             return
         task = asyncio.get_running_loop().create_task(self._attempt(record, delivery))
         self._in_flight[delivery.delivery_id] = task
-        task.add_done_callback(lambda _t, key=delivery.delivery_id: self._in_flight.pop(key, None))
+        task.add_done_callback(self._forget_attempt)
+
+    def _forget_attempt(self, task):
+        for key, running in list(self._in_flight.items()):
+            if running is task:
+                del self._in_flight[key]
 
     def _host_slot(self, url):
         parts = urllib.parse.urlsplit(url)
@@ -267,13 +299,12 @@ class CallbackEngine:
                 result = AttemptResult(status=None, error=str(exc))
             else:
                 result = await self.transport.post(record.url, body, headers, self.config.attempt_timeout)
+        # This attempt is over: a retry queued below may start as soon as it is due.
+        self._in_flight.pop(delivery.delivery_id, None)
         if self.live.get(record.key) is not record:
             return  # swept while the attempt ran: the record is gone, write nothing back
         outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng)
-        try:
-            self.store.save(record)
-        except CallbackError:
-            log.error("callbacks: could not persist attempt for %s on %s", record.jid, record.device_id, exc_info=True)
+        self._persist(record, f"attempt {delivery.attempts}")
         target = redact_url(record.url)
         if outcome == DELIVERED:
             log.info("callbacks: %s for job %s on %s delivered to %s (HTTP %s, attempt %d)",

@@ -78,16 +78,27 @@ def encode_executed(jid, device_id, data, max_bytes=MAX_BODY_BYTES):
     body = encode_body(executed_payload(jid, device_id, data))
     if len(body) <= max_bytes:
         return body
-    full = encode_body(data.get("return"))
     excerpt_chars = max(0, min(EXCERPT_CHARS, max_bytes // 4))
-    marker = {
+    capped = dict(data, **{"return": _truncated(data.get("return"), excerpt_chars)})
+    body = encode_body(executed_payload(jid, device_id, capped))
+    if len(body) <= max_bytes:
+        return body
+    # The bulk is elsewhere (huge fun_args, say): keep only the small seed keys.
+    small = {k: capped[k] for k in ("cmd", "id", "jid", "fun", "retcode", "success", "_stamp") if k in capped}
+    small["return"] = _truncated(data.get("return"), excerpt_chars // 2)
+    small["fun_args"] = _truncated(data.get("fun_args"), excerpt_chars // 2)
+    return encode_body(executed_payload(jid, device_id, small))
+
+
+def _truncated(value, excerpt_chars):
+    full = encode_body(value)
+    return {
         "$truncated": {
             "bytes": len(full),
             "sha256": hashlib.sha256(full).hexdigest(),
             "excerpt": full[:excerpt_chars].decode("utf-8", "ignore"),
         }
     }
-    return encode_body(executed_payload(jid, device_id, dict(data, **{"return": marker})))
 
 
 def _default(value):

@@ -94,7 +94,7 @@ class Delivery:
             "delivery_id": self.delivery_id,
             "status": self.status,
             "attempts": self.attempts,
-            "next_attempt_at": isoformat(self.next_attempt_at) if self.next_attempt_at else None,
+            "next_attempt_at": None if self.next_attempt_at is None else isoformat(self.next_attempt_at),
             "reason": self.reason,
         }
 

@@ -57,6 +57,12 @@ class SaltPublisher:
             )
 
 
+    def announce(self, jid):
+        """Tell the engine that ``jid``'s records changed after it was published."""
+        with salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False) as bus:
+            bus.fire_event({"jid": jid}, f"salt/callbacks/{jid}/registered")
+
+
 class MasterBus:
     """The master event bus, read and written asynchronously on the running loop.
 

@@ -1,8 +1,9 @@
 """What the runner functions do, with Salt passed in: validate, record, publish, read.
 
-``publisher`` is anything with ``targets(tgt, tgt_type)``, ``new_jid()`` and
-``publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)``; the Salt one lives
-in ``saltio``. Keeping it an argument lets unit tests run this without daemons.
+``publisher`` is anything with ``targets(tgt, tgt_type)``, ``new_jid()``,
+``publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)`` and
+``announce(jid)`` (tell the engine a job's records changed after publishing);
+the Salt one lives in ``saltio``. Keeping it an argument lets unit tests run this without daemons.
 """
 
 import logging
@@ -89,6 +90,7 @@ def execute(
         store.index_job(jid, published["minions"], created)
         for record in extra:
             store.save(record)
+        publisher.announce(jid)  # the engine may have read the job's records already
     log.info("callbacks: job %s published to %d minion(s) with callback (timeout %d s)", jid, len(targeted), timeout)
     return published
 

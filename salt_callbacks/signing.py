@@ -113,12 +113,13 @@ def verify(body, headers, secret, tolerance=300, now=None):
             raise VerificationError(f"webhook-timestamp is {now - stamp:+.0f} s from now, beyond {tolerance} s")
         expected = standard_signature(msg_id, stamp, body, secret)
         for candidate in lowered[SIGNATURE_HEADER].split(" "):
-            if hmac.compare_digest(candidate, expected):
+            # Compared as bytes: compare_digest refuses non-ASCII str.
+            if hmac.compare_digest(candidate.encode("utf-8"), expected.encode("ascii")):
                 return True
         raise VerificationError("no webhook-signature matched")
     seed = lowered.get(SEED_HEADER.lower())
     if not seed:
         raise VerificationError("no signature header (webhook-signature or X-Request-Signature)")
-    if not hmac.compare_digest(seed, seed_signature(body, secret)):
+    if not hmac.compare_digest(seed.encode("utf-8"), seed_signature(body, secret).encode("ascii")):
         raise VerificationError("X-Request-Signature does not match")
     return True

@@ -43,6 +43,20 @@ def parse_retry_after(value, now=None):
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+async def _read_capped(stream, limit):
+    """Read the body up to EOF or ``limit`` bytes, whichever first. Reading to
+    the end (not just the first chunk) is what lets the attempt's deadline
+    cut off a receiver that drips its answer."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 class GuardedResolver(aiohttp.abc.AbstractResolver):
     """Resolves with ``inner`` and refuses the whole answer if any address is blocked.
 
@@ -105,7 +119,7 @@ class AiohttpTransport:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
-                excerpt = await response.content.read(MAX_RESPONSE_BYTES)
+                excerpt = await _read_capped(response.content, MAX_RESPONSE_BYTES)
                 retry_after = None
                 if response.status in (429, 503):
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))

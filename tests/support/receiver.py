@@ -14,6 +14,7 @@ class Received:
     headers: dict
     body: bytes
     at: float
+    answered: int = 0
 
     @property
     def json(self):
@@ -21,6 +22,10 @@ class Received:
 
 
 class Receiver:
+    """Script items are a status code, or a dict with ``status`` and any of
+    ``delay`` (seconds before answering), ``headers``, ``drip`` (seconds
+    between the bytes of a long body)."""
+
     def __init__(self):
         self.requests = []
         self._scripts = {}  # path -> list of statuses, the last one repeats
@@ -32,16 +37,32 @@ class Receiver:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
                 with receiver._lock:
-                    receiver.requests.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
-                    )
                     script = receiver._scripts.get(self.path, [200])
-                    status = script.pop(0) if len(script) > 1 else script[0]
+                    step = script.pop(0) if len(script) > 1 else script[0]
+                    if isinstance(step, int):
+                        step = {"status": step}
+                    receiver.requests.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time(),
+                                 answered=step["status"])
+                    )
                     receiver._lock.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
+                time.sleep(step.get("delay", 0))
+                body = b"ok" if not step.get("drip") else b"x" * 200
+                self.send_response(step["status"])
+                for name, value in step.get("headers", {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    if step.get("drip"):
+                        for byte in body:  # bounded: 200 bytes
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(step["drip"])
+                    else:
+                        self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the sender gave up on us, as it should
 
             def log_message(self, *args):
                 pass
@@ -81,6 +102,20 @@ class Receiver:
                     raise AssertionError(f"{path}: wanted {count} request(s) within {timeout} s, got {got}")
                 self._lock.wait(left)
             return [r for r in self.requests if r.path == path]
+
+    def wait_for_state(self, path, state, status, timeout=30):
+        """Wait until ``path`` has received a ``state`` payload that was
+        answered ``status`` (the receiver's script decides the answers)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                requests = [r for r in self.requests if r.path == path]
+                if any(r.json.get("state") == state and r.answered == status for r in requests):
+                    return requests
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{path}: no {state} answered {status} within {timeout} s")
+                self._lock.wait(left)
 
     def settle(self, path, seconds):
         """Wait ``seconds`` more and return everything ``path`` got (to prove nothing else comes)."""
