@@ -40,6 +40,8 @@ UNREGISTERED_MEMORY = 50000
 SHUTDOWN_GRACE = 5.0
 
 EVENT_PREFIX = "salt/callbacks"
+#: What Salt puts in place of event values over ``max_event_size`` (salt.utils.dicttrim).
+TRIMMED = "VALUE_TRIMMED"
 
 
 class CallbackEngine:
@@ -130,7 +132,7 @@ class CallbackEngine:
         for device_id in devices:
             if device_id in returns:
                 log.info("callbacks: return of job %s from %s found in the job cache", jid, device_id)
-                self.on_return(jid, device_id, returns[device_id])
+                self._accept_return(jid, device_id, returns[device_id])
 
     def _track(self, record):
         if record.finished or record.key in self.live:
@@ -188,6 +190,15 @@ class CallbackEngine:
             self._track(record)
 
     def on_return(self, jid, device_id, data):
+        if _was_trimmed(data):
+            # Salt's event packer cut it, and the same cut reaches the job
+            # cache (it trims the load in place), so the full value is gone.
+            log.warning("callbacks: the return of job %s from %s was cut by Salt to fit the master's "
+                        "max_event_size; it is delivered as %r. Raise max_event_size to deliver larger results",
+                        jid, device_id, TRIMMED)
+        self._accept_return(jid, device_id, data)
+
+    def _accept_return(self, jid, device_id, data):
         record = self.live.get((jid, device_id))
         if record is None:
             if jid in self._unregistered:
@@ -367,3 +378,8 @@ class CallbackEngine:
             log.info("callbacks: swept %d expired callback record(s)", removed)
         return removed
 
+
+
+def _was_trimmed(data):
+    returned = data.get("return")
+    return returned == TRIMMED or (isinstance(returned, dict) and TRIMMED in returned.values())

@@ -27,16 +27,14 @@ def callbacks_config(**overrides):
     return config
 
 
-def start_master(salt_factories, event_listener, master_id, **callbacks_overrides):
-    master = salt_factories.salt_master_daemon(
-        master_id,
-        overrides={
-            "engines": [{"callbacks": {}}],
-            "callbacks": callbacks_config(**callbacks_overrides),
-            "log_level_logfile": "debug",
-        },
-    )
-    return master
+def start_master(salt_factories, event_listener, master_id, salt_overrides=None, **callbacks_overrides):
+    overrides = {
+        "engines": [{"callbacks": {}}],
+        "callbacks": callbacks_config(**callbacks_overrides),
+        "log_level_logfile": "debug",
+    }
+    overrides.update(salt_overrides or {})
+    return salt_factories.salt_master_daemon(master_id, overrides=overrides)
 
 
 def engine_starts(master):

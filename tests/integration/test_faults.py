@@ -1,0 +1,269 @@
+"""Faults: the engine or the whole master killed with SIGKILL while callbacks
+wait in every stage; receivers that misbehave; devices that return odd data.
+
+Killing must lose no terminal webhook (a duplicate is allowed: delivery is at
+least once, and receivers dedupe on ``webhook-id``).
+"""
+
+import os
+import signal
+import time
+import uuid
+
+import psutil
+import pytest
+
+from tests.integration.conftest import start_master, wait_for_engine, engine_starts
+from tests.integration.helpers import fire_master_event, run_ok
+
+pytestmark = pytest.mark.integration
+
+RETRY_DELAY = 3
+
+
+@pytest.fixture(scope="module")
+def fault_master(salt_factories, event_listener):
+    factory = start_master(
+        salt_factories, event_listener, "cb-fault-master", retry_delays=[RETRY_DELAY], attempt_timeout=2,
+        # Salt itself cuts any return over max_event_size (1 MiB) on the bus and in the job
+        # cache; the minion needs the same (see the fault_minion fixture).
+        salt_overrides={"max_event_size": 32 * 1024 * 1024},
+    )
+    with factory.started():
+        wait_for_engine(factory)
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def fault_minion(fault_master):
+    factory = fault_master.salt_minion_daemon("cb-fault-minion", overrides={"max_event_size": 32 * 1024 * 1024})
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def fault_down(fault_master):
+    factory = fault_master.salt_minion_daemon("cb-fault-down")
+    with factory.started():
+        pass
+    return factory
+
+
+@pytest.fixture(scope="module")
+def fault_run(fault_master, fault_minion, fault_down):
+    return fault_master.salt_run_cli(timeout=60)
+
+
+def engine_process(master):
+    seen = []
+    for child in psutil.Process(master.pid).children(recursive=True):
+        try:
+            title = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        # Titles are cut short; ours is the only external (ext) engine here.
+        if "Engine(salt.loaded.ext.engine" in title:
+            return child
+        seen.append(title)
+    raise AssertionError(f"no callbacks engine process under the master; saw {seen}")
+
+
+def new_path(receiver):
+    path = "/fault/" + uuid.uuid4().hex
+    return path, receiver.url(path)
+
+
+def callbacks_in_every_stage(fault_run, receiver, minion, down):
+    """Start one callback per stage and return when each is in its stage."""
+    stages = {}
+    path, url = new_path(receiver)  # waiting for a return that never comes: TIMEOUT is due
+    stages["waiting-for-timeout"] = (path, "TIMEOUT", run_ok(
+        fault_run, "callbacks.execute", down.id, "test.ping", f"callback_url={url}", "callback_timeout=6"))
+    path, url = new_path(receiver)  # first attempt fails; the retry is pending
+    receiver.script(path, [500, 200])
+    stages["waiting-for-retry"] = (path, "COMMAND_EXECUTED", run_ok(
+        fault_run, "callbacks.execute", minion.id, "test.ping", f"callback_url={url}"))
+    path, url = new_path(receiver)  # the receiver holds the attempt open: killed mid-flight
+    receiver.script(path, [{"status": 200, "delay": 1.5}, 200])
+    stages["mid-attempt"] = (path, "COMMAND_EXECUTED", run_ok(
+        fault_run, "callbacks.execute", minion.id, "test.ping", f"callback_url={url}"))
+    path, url = new_path(receiver)  # the result arrives while nothing listens
+    stages["return-while-down"] = (path, "COMMAND_EXECUTED", run_ok(
+        fault_run, "callbacks.execute", minion.id, "test.sleep", "arg=[3]", f"callback_url={url}", "callback_timeout=60"))
+    receiver.wait_for(stages["waiting-for-retry"][0], 1)
+    receiver.wait_for(stages["mid-attempt"][0], 1)
+    return stages
+
+
+def assert_every_terminal_webhook_arrived(fault_run, receiver, stages, timeout=60):
+    lost = []
+    deadline = time.monotonic() + timeout
+    for name, (path, state, published) in stages.items():
+        left = max(1, deadline - time.monotonic())
+        try:
+            requests = receiver.wait_for_state(path, state, 200, timeout=left)
+        except AssertionError:
+            lost.append(name)
+            continue
+        assert requests[-1].json["jid"] == published["jid"]
+    assert lost == [], f"terminal webhooks lost for: {lost}"
+    for name, (path, state, published) in stages.items():
+        device = published["minions"][0]
+        record = run_ok(fault_run, "callbacks.get", device, published["jid"])
+        delivery = [d for d in record["deliveries"] if d["state"] == state][0]
+        assert delivery["status"] == "delivered", (name, record)
+        # Retries and redeliveries after the crash kept one id per payload.
+        assert len({r.headers["webhook-id"] for r in receiver.at(path) if r.json["state"] == state}) == 1
+
+
+def test_engine_killed_with_callbacks_in_every_stage_loses_nothing(fault_master, fault_run, receiver, fault_minion, fault_down):
+    stages = callbacks_in_every_stage(fault_run, receiver, fault_minion, fault_down)
+    starts = engine_starts(fault_master)
+    engine_process(fault_master).send_signal(signal.SIGKILL)
+    wait_for_engine(fault_master, starts_before=starts, timeout=60)  # Salt restarts it (~10 s)
+    assert_every_terminal_webhook_arrived(fault_run, receiver, stages)
+
+
+def test_receiver_down_then_back_gets_the_webhook(fault_run, receiver, fault_minion):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    published = run_ok(fault_run, "callbacks.execute", fault_minion.id, "test.ping",
+                       f"callback_url=http://127.0.0.1:{dead_port}/hook")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        record = run_ok(fault_run, "callbacks.get", fault_minion.id, published["jid"])
+        if record["sent_requests"]:
+            break
+        time.sleep(0.2)
+    first = record["sent_requests"][0]
+    assert first["response_statuscode"] is None and first["success"] is False
+    assert "cannot connect" in first["error"]
+    # The receiver comes up on that port before the retry is due.
+    import http.server
+    import threading
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", dead_port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + RETRY_DELAY * 3
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(got) == 1
+    record = run_ok(fault_run, "callbacks.get", fault_minion.id, published["jid"])
+    assert [s["success"] for s in record["sent_requests"]] == [False, True]
+
+
+def test_a_slow_drip_receiver_is_cut_off_at_the_attempt_deadline(fault_run, receiver, fault_minion):
+    path, url = new_path(receiver)
+    receiver.script(path, [{"status": 200, "drip": 0.25}, 200])  # 200 bytes at 4/s: 50 s if let run
+    published = run_ok(fault_run, "callbacks.execute", fault_minion.id, "test.ping", f"callback_url={url}")
+    receiver.wait_for(path, 2, timeout=30)
+    record = run_ok(fault_run, "callbacks.get", fault_minion.id, published["jid"])
+    first, second = record["sent_requests"][:2]
+    assert first["success"] is False and "within 2 s" in first["error"]
+    assert second["success"] is True
+
+
+def test_a_redirect_is_a_failure_and_is_never_followed(fault_run, receiver, fault_minion):
+    path, url = new_path(receiver)
+    target_path, target_url = new_path(receiver)
+    receiver.script(path, [{"status": 302, "headers": {"Location": target_url}}, 200])
+    published = run_ok(fault_run, "callbacks.execute", fault_minion.id, "test.ping", f"callback_url={url}")
+    receiver.wait_for(path, 2, timeout=30)
+    assert receiver.at(target_path) == []
+    record = run_ok(fault_run, "callbacks.get", fault_minion.id, published["jid"])
+    assert [(s["response_statuscode"], s["success"]) for s in record["sent_requests"]] == [(302, False), (200, True)]
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.1/hook",
+    "http://100.64.0.1/hook",
+    "http://[::ffff:169.254.169.254]/hook",
+    "http://[64:ff9b::a9fe:a9fe]/hook",
+    "http://[2002:a9fe:a9fe::]/hook",
+    "http://2852039166/hook",
+    "http://0xa9fea9fe/hook",
+    "http://0251.0376.0251.0376/hook",
+    "http://[::1]/hook",
+    "http://0.0.0.0/hook",
+])
+def test_a_url_blocked_on_its_face_is_refused_by_the_runner(fault_run, fault_minion, url):
+    ret = fault_run.run("callbacks.execute", fault_minion.id, "test.ping", f"callback_url={url}")
+    assert ret.returncode != 0
+    assert "callback_url" in ret.data["error"] and "not allowed" in ret.data["error"]
+
+
+def test_odd_device_data_is_delivered_as_valid_json(fault_master, fault_run, receiver, fault_minion):
+    path, url = new_path(receiver)
+    published = run_ok(fault_run, "callbacks.execute", fault_minion.id, "test.ping", f"callback_url={url}",
+                       "callback_timeout=60")
+    receiver.wait_for(path, 1)
+    # A second job whose "return" we fire ourselves, as the master would, with data JSON cannot hold.
+    path, url = new_path(receiver)
+    odd = run_ok(fault_run, "callbacks.execute", "cb-fault-down", "test.ping", f"callback_url={url}",
+                 "callback_timeout=60")
+    nested = leaf = {}
+    for _ in range(450):  # deeper than the engine's cut (200); msgpack, and so Salt's bus, stops at 512
+        leaf["n"] = {}
+        leaf = leaf["n"]
+    data = {"cmd": "_return", "id": "cb-fault-down", "jid": odd["jid"], "fun": "test.ping", "fun_args": [],
+            "retcode": 0, "success": True, "return": {"raw": b"\xff\xfe\x00binary", "deep": nested}}
+    fire_master_event(fault_master, f"salt/job/{odd['jid']}/ret/cb-fault-down", data)
+    (request,) = receiver.wait_for(path, 1)
+    body = request.json  # valid JSON, or this raises
+    returned = body["response"]["data"]["return"]
+    assert returned["raw"] == {"$base64": "//4AYmluYXJ5"}
+    depth, node = 0, returned["deep"]
+    while isinstance(node, dict) and depth < 1000:
+        node, depth = node.get("n"), depth + 1
+    assert depth > 100  # kept deep; past the cut a marker string stands in
+    assert published["jid"] != odd["jid"]
+
+
+def test_a_huge_result_is_capped_with_a_marker(fault_run, receiver, fault_minion):
+    path, url = new_path(receiver)
+    run_ok(fault_run, "callbacks.execute_raw", fault_minion.id,
+           "cmd.run 'yes a | head -c 10000000'", f"callback_url={url}", "callback_timeout=120")
+    (request,) = receiver.wait_for(path, 1, timeout=90)
+    assert len(request.body) <= 1024 * 1024
+    returned = request.json["response"]["data"]["return"]
+    assert isinstance(returned, dict), request.body[:300]
+    marker = returned["$truncated"]
+    assert marker["bytes"] >= 10_000_000
+    assert set(marker["excerpt"][1:100]) == {"a", "\\", "n"}  # JSON text of "a\na\n..."
+
+
+# Last: the master restart disturbs the minions for a while.
+def test_master_killed_with_callbacks_in_every_stage_loses_nothing(fault_master, fault_run, receiver, fault_minion, fault_down):
+    stages = callbacks_in_every_stage(fault_run, receiver, fault_minion, fault_down)
+    master_process = psutil.Process(fault_master.pid)
+    for process in [master_process, *master_process.children(recursive=True)]:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs([master_process], timeout=10)
+    fault_master.terminate()
+    starts = engine_starts(fault_master)
+    fault_master.start()
+    wait_for_engine(fault_master, starts_before=starts, timeout=60)
+    assert_every_terminal_webhook_arrived(fault_run, receiver, stages)
