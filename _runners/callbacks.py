@@ -129,7 +129,7 @@ def get(device_id, jid):
     """
     from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
 
-    return _call(factory.get, __opts__, device_id, str(jid))
+    return _call(factory.get, __opts__, _caller(), device_id, str(jid))
 
 
 def list_(device_id=None, state=None, limit=100):
@@ -148,4 +148,4 @@ def list_(device_id=None, state=None, limit=100):
     """
     from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
 
-    return _call(factory.list_records, __opts__, device_id, state, limit)
+    return _call(factory.list_records, __opts__, _caller(), device_id, state, limit)

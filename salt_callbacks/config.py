@@ -18,7 +18,7 @@ from .exceptions import ConfigError
 
 #: Settings, their defaults and a one-line meaning. Keep the README table in step.
 KEYS = {
-    "secrets": ({}, "user name -> HMAC secret; 'default' signs for users without their own"),
+    "secrets": ({}, "user name -> secret, or [current, previous, ...]; literal or sdb://; 'default' signs for users without their own"),
     "default_timeout": (120, "seconds to wait for a return before TIMEOUT (1..600)"),
     "max_retries": (5, "retries after the first attempt of each payload"),
     "retry_delays": (
@@ -165,13 +165,32 @@ def _secrets(value, problems):
         problems.append("callbacks:secrets must be a mapping of user name to secret")
         return {}
     secrets = {}
-    for user, secret in value.items():
-        # The message names the user, never the secret.
-        if not isinstance(secret, str) or not secret:
-            problems.append(f"callbacks:secrets:{user} must be a non-empty string")
+    for user, spec in value.items():
+        # Messages name the user and the position, never the secret.
+        items = spec if isinstance(spec, (list, tuple)) else [spec]
+        bad = [i for i, item in enumerate(items) if _secret_problem(item)]
+        if not items or bad:
+            where = f"callbacks:secrets:{user}" + (f"[{bad[0]}]" if isinstance(spec, (list, tuple)) and bad else "")
+            reason = _secret_problem(items[bad[0]]) if bad else "must not be an empty list"
+            problems.append(f"{where} {reason}")
             continue
-        secrets[str(user)] = secret
+        secrets[str(user)] = list(items) if isinstance(spec, (list, tuple)) else spec
     return secrets
+
+
+def _secret_problem(item):
+    if not isinstance(item, str) or not item:
+        return "must be a non-empty string (or a list of them: current key first)"
+    if item.startswith("whsec_"):
+        import base64  # pylint: disable=import-outside-toplevel
+        import binascii  # pylint: disable=import-outside-toplevel
+
+        try:
+            if not base64.b64decode(item[len("whsec_"):], validate=True):
+                return "is a whsec_ secret with no key bytes"
+        except (binascii.Error, ValueError):
+            return "is a whsec_ secret whose part after whsec_ is not valid base64"
+    return None
 
 
 def _networks(value, problems):

@@ -28,7 +28,7 @@ from .exceptions import CallbackError, SigningError
 from .records import EXECUTED, PENDING, WAITING, AttemptResult
 from .redact import redact_url
 from .retry import DELIVERED, RETRY, RetrySchedule
-from .signing import signed_headers
+from .signing import fingerprint, signed_headers
 
 log = logging.getLogger(__name__)
 
@@ -303,9 +303,11 @@ class CallbackEngine:
         async with self._host_slot(record.url), self._slots:
             started = self.clock()
             body = delivery.body.encode("utf-8")
+            key_fingerprint = None
             try:
                 secrets = self.keys_for(record.signer)
                 headers = signed_headers(body, secrets, delivery.delivery_id, started)
+                key_fingerprint = fingerprint(secrets[0])
             except SigningError as exc:
                 result = AttemptResult(status=None, error=str(exc))
             else:
@@ -314,7 +316,7 @@ class CallbackEngine:
         self._in_flight.pop(delivery.delivery_id, None)
         if self.live.get(record.key) is not record:
             return  # swept while the attempt ran: the record is gone, write nothing back
-        outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng)
+        outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng, key_fingerprint)
         self._persist(record, f"attempt {delivery.attempts}")
         target = redact_url(record.url)
         if outcome == DELIVERED:

@@ -10,6 +10,7 @@ The tree, so a caller can catch exactly what it can handle::
     ├── DeliveryError              one HTTP attempt failed (carries the redacted URL)
     ├── StoreError                 the callback store could not be read or written
     ├── NotFoundError              no such callback record (or it has expired)
+    ├── AccessDeniedError          the caller may not run that command on that target
     └── VerificationError          a webhook's signature did not verify (receiver side)
 
 Salt adapters turn these into Salt's conventions (an error dict with ``retcode``
@@ -81,6 +82,19 @@ class NotFoundError(CallbackError):
         self.device_id = device_id
         self.jid = jid
         super().__init__(f"no callback record for device {device_id!r} and jid {jid!r} (never created, or expired)")
+
+
+class AccessDeniedError(CallbackError):
+    """The calling user's ACL (external_auth / publisher_acl) does not allow this."""
+
+    def __init__(self, user, command, target):
+        self.user = user
+        self.command = command
+        self.target = target
+        super().__init__(
+            f"user {user!r} may not run {command} on {target!r} "
+            "(not allowed by external_auth or publisher_acl)"
+        )
 
 
 class VerificationError(CallbackError):

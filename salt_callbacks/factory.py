@@ -12,8 +12,8 @@ import time
 from . import saltio, service
 from .config import CallbacksConfig, unknown_keys_message
 from .engine import CallbackEngine
-from .exceptions import SigningError
 from .guard import AddressGuard
+from .secrets import SecretResolver
 from .store import CallbackStore
 from .transport import AiohttpTransport
 
@@ -42,26 +42,22 @@ def returner_store(opts):
     return salt.loader.returners(opts, {})["callbacks.store"]()
 
 
-def keys_for(config):
-    def lookup(signer):
-        secret = config.secrets.get(signer)
-        if secret is None:
-            raise SigningError(signer)
-        return [secret]
-
-    return lookup
+def keys_for(config, opts=None):
+    """``signer -> [current key, ...]``, reading ``sdb://`` secrets through Salt's sdb."""
+    fetch = saltio.sdb_fetcher(opts) if opts is not None else None
+    return SecretResolver(config.secrets, fetch_sdb=fetch).keys
 
 
 def publisher(opts):
     return saltio.SaltPublisher(opts)
 
 
-def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None):
+def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None):
     return CallbackEngine(
         config,
         store,
         transport or AiohttpTransport(config.max_concurrency, guard=AddressGuard(config.allow_networks)),
-        keys_for(config),
+        keys_for(config, opts),
         clock=clock,
         notify=notify,
         recover=recover,
@@ -86,7 +82,7 @@ async def _engine_main(opts, config, store):
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, should_exit.set)
     bus = saltio.MasterBus(opts, loop)
-    engine = build_engine(config, store, notify=bus.fire, recover=saltio.JobCache(opts).returns)
+    engine = build_engine(config, store, notify=bus.fire, recover=saltio.JobCache(opts).returns, opts=opts)
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
     bus.listen(engine.on_event)
@@ -121,7 +117,10 @@ async def _start_with_backoff(engine, should_exit, first_delay=1.0, max_delay=30
 
 def execute(opts, user, **request):
     config = load_config(opts, "callbacks runner")
-    return service.execute(config, publisher(opts), returner_store(opts), time.time, user=user, **request)
+    return service.execute(
+        config, publisher(opts), returner_store(opts), time.time, user=user,
+        permissions=saltio.SaltPermissions(opts), **request
+    )
 
 
 def execute_raw(opts, user, command, **request):
@@ -132,11 +131,13 @@ def execute_raw(opts, user, command, **request):
     return execute(opts, user, command=fun, arg=arg, kwarg=kwarg, raw=command, **request)
 
 
-def get(opts, device_id, jid):
+def get(opts, user, device_id, jid):
     config = load_config(opts, "callbacks runner")
-    return service.get(config, returner_store(opts), time.time, device_id, jid)
+    may_see = saltio.SaltPermissions(opts).visible_devices(user)
+    return service.get(config, returner_store(opts), time.time, device_id, jid, may_see)
 
 
-def list_records(opts, device_id=None, state=None, limit=100):
+def list_records(opts, user, device_id=None, state=None, limit=100):
     config = load_config(opts, "callbacks runner")
-    return service.list_records(config, returner_store(opts), time.time, device_id, state, limit)
+    may_see = saltio.SaltPermissions(opts).visible_devices(user)
+    return service.list_records(config, returner_store(opts), time.time, device_id, state, limit, may_see)

@@ -189,10 +189,12 @@ class Record:
         """Nothing left to do: the device answered and every payload reached an end."""
         return self.phase == EXECUTED and not self.pending_deliveries()
 
-    def record_attempt(self, delivery, started, result, schedule, rng):
+    def record_attempt(self, delivery, started, result, schedule, rng, key_fingerprint=None):
         """Append one attempt to ``sent_requests`` and move ``delivery`` on.
 
-        Returns the outcome: DELIVERED, RETRY (``next_attempt_at`` is set) or STOP.
+        ``key_fingerprint`` names the key that made ``X-Request-Signature``
+        (never the key itself). Returns the outcome: DELIVERED, RETRY
+        (``next_attempt_at`` is set) or STOP.
         """
         delivery.attempts += 1
         outcome = classify(result.status)
@@ -204,6 +206,8 @@ class Record:
             "delivery_id": delivery.delivery_id,
             "attempt": delivery.attempts,
         }
+        if key_fingerprint is not None:
+            entry["key_fingerprint"] = key_fingerprint
         if result.error:
             entry["error"] = result.error
         if result.excerpt:

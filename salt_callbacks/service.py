@@ -9,7 +9,7 @@ the Salt one lives in ``saltio``. Keeping it an argument lets unit tests run thi
 import logging
 
 from . import validation
-from .exceptions import InputError, NoMinionsError, NotFoundError
+from .exceptions import AccessDeniedError, InputError, NoMinionsError, NotFoundError
 from .guard import AddressGuard
 from .records import PUBLIC_PENDING, Record
 from .signing import signer_for
@@ -35,11 +35,14 @@ def execute(
     tgt_type="glob",
     returner=None,
     raw=None,
+    permissions=None,
 ):
     """Publish ``command`` on ``device_id``; with ``callback_url``, record one
     callback per targeted device first. Returns ``{"jid", "minions"}``.
 
-    Everything is validated before anything is stored or published.
+    Everything is validated, and the caller's rights checked against
+    ``permissions`` (see ``saltio.SaltPermissions``), before anything is
+    stored or published.
     """
     device_id = validation.device_id(device_id)
     command = validation.function_name(command)
@@ -48,15 +51,18 @@ def execute(
     tgt_type = validation.target_type(tgt_type)
     returner = validation.returner_name(returner)
     timeout = validation.callback_timeout(callback_timeout, config.default_timeout)
-    if callback_url is None:
-        return _publish(publisher, device_id, command, arg, kwarg, tgt_type, returner, jid=None)
-
-    url = validation.callback_url(callback_url)
-    validation.destination_allowed(url, AddressGuard(config.allow_networks))
-    signer = signer_for(user, config.secrets)
+    url = None
+    if callback_url is not None:
+        url = validation.callback_url(callback_url)
+        validation.destination_allowed(url, AddressGuard(config.allow_networks))
+        signer = signer_for(user, config.secrets)
     minions = publisher.targets(device_id, tgt_type)
     if not minions:
         raise NoMinionsError(device_id, tgt_type)
+    if permissions is not None and not permissions.may_run(user, command, arg, kwarg, device_id, tgt_type, minions):
+        raise AccessDeniedError(user, command, device_id)
+    if url is None:
+        return _publish(publisher, device_id, command, arg, kwarg, tgt_type, returner, jid=None)
     minions = [validation.minion_id(m) for m in minions]
 
     spec = {"returner": returner, "command": command, "arg": list(arg)}
@@ -102,11 +108,15 @@ def _publish(publisher, tgt, fun, arg, kwarg, tgt_type, returner, jid):
     return {"jid": published["jid"], "minions": list(published["minions"])}
 
 
-def get(config, store, clock, device_id, jid):
-    """The public view of one record; ``NotFoundError`` when missing or expired."""
+def get(config, store, clock, device_id, jid, may_see=None):
+    """The public view of one record; ``NotFoundError`` when missing, expired
+    or on a device the caller may not see (``may_see(device) -> bool``): a
+    record the caller may not read is one that does not exist for them."""
     device_id = validation.device_id(device_id)
     if not isinstance(jid, str) or not jid.strip():
         jid = str(jid) if jid is not None else ""
+    if may_see is not None and not may_see(device_id):
+        raise NotFoundError(device_id, jid)
     record = _lookup(store, device_id, jid.strip())
     if record is None or record.expires_at(config.retention) <= clock():
         raise NotFoundError(device_id, jid)
@@ -121,8 +131,9 @@ def _lookup(store, device_id, jid):
     return store.get(device_id, jid)
 
 
-def list_records(config, store, clock, device_id=None, state=None, limit=100):
-    """Recent records, newest first, each with its ``jid``."""
+def list_records(config, store, clock, device_id=None, state=None, limit=100, may_see=None):
+    """Recent records, newest first, each with its ``jid``; only devices
+    ``may_see(device)`` allows."""
     if state is not None and state not in LIST_STATES:
         raise InputError("state", f"must be one of {', '.join(LIST_STATES)}, got {state!r}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -136,6 +147,8 @@ def list_records(config, store, clock, device_id=None, state=None, limit=100):
 
     def keep(record):
         if record.expires_at(config.retention) <= now:
+            return False
+        if may_see is not None and not may_see(record.device_id):
             return False
         return state is None or record.public_state() == state
 

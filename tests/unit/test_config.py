@@ -104,7 +104,7 @@ def test_every_invalid_value_is_reported_at_once_with_its_key_path():
 
     problems = caught.value.problems
     assert problems == [
-        "callbacks:secrets:bob must be a non-empty string",
+        "callbacks:secrets:bob must be a non-empty string (or a list of them: current key first)",
         "callbacks:default_timeout must be an integer between 1 and 600, got 0",
         "callbacks:max_retries must be an integer between 0 and 100, got -1",
         "callbacks:retry_delays[2] must be a number >= 0, got -1",

@@ -109,6 +109,7 @@ def test_a_delivered_result_is_persisted_and_announced_and_leaves_memory():
             "response_statuscode": 200,
             "delivery_id": signing.delivery_id(record.jid, "dev1", "COMMAND_EXECUTED"),
             "attempt": 1,
+            "key_fingerprint": signing.fingerprint(rig.engine.keys_for(record.signer)[0]),
         }
     ]
     assert event_tags(rig) == [f"salt/callbacks/{record.jid}/dev1/delivered"]
