@@ -1,4 +1,5 @@
-"""Signing and verification of webhook bodies. No I/O, no clock: time is an argument.
+"""Signing and verification of webhook bodies. No I/O; time is an argument
+(``verify`` falls back to the clock only when a receiver passes none).
 
 Two schemes go on every webhook:
 
@@ -14,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import time
 
 from .exceptions import SigningError, VerificationError
 
@@ -90,13 +92,17 @@ def signed_headers(body, secrets, msg_id, timestamp):
 def verify(body, headers, secret, tolerance=300, now=None):
     """Verify a received webhook; raises ``VerificationError`` unless it is authentic.
 
-    ``headers`` is any mapping (looked up case-insensitively). With Standard
-    Webhooks headers present, the timestamp must be within ``tolerance``
-    seconds of ``now`` (required then: pass the receiver's clock). Otherwise
-    the seed's ``X-Request-Signature`` is checked, which has no timestamp.
+    ``body`` is the raw body as received; ``headers`` any mapping (looked up
+    case-insensitively); ``secret`` the shared secret, or a list of them while
+    a receiver rotates. With Standard Webhooks headers present, the
+    ``webhook-timestamp`` must be within ``tolerance`` seconds of ``now``
+    (Unix seconds; the receiver's clock when not given) and one
+    ``webhook-signature`` must match. Otherwise the seed's
+    ``X-Request-Signature`` is checked, which has no timestamp.
     """
     if isinstance(body, str):
         body = body.encode("utf-8")
+    secrets = [secret] if isinstance(secret, str) else list(secret)
     lowered = {str(k).lower(): v for k, v in headers.items()}
     if SIGNATURE_HEADER in lowered:
         msg_id = lowered.get(ID_HEADER)
@@ -107,19 +113,20 @@ def verify(body, headers, secret, tolerance=300, now=None):
             stamp = int(stamp)
         except ValueError as exc:
             raise VerificationError("webhook-timestamp is not an integer") from exc
-        if now is None:
-            raise VerificationError("verify() needs now= (Unix seconds) to check webhook-timestamp")
+        now = time.time() if now is None else now
         if abs(now - stamp) > tolerance:
             raise VerificationError(f"webhook-timestamp is {now - stamp:+.0f} s from now, beyond {tolerance} s")
-        expected = standard_signature(msg_id, stamp, body, secret)
-        for candidate in lowered[SIGNATURE_HEADER].split(" "):
-            # Compared as bytes: compare_digest refuses non-ASCII str.
-            if hmac.compare_digest(candidate.encode("utf-8"), expected.encode("ascii")):
+        candidates = [c.encode("utf-8") for c in lowered[SIGNATURE_HEADER].split(" ")]
+        for key in secrets:
+            expected = standard_signature(msg_id, stamp, body, key).encode("ascii")
+            # compare_digest on bytes: it refuses non-ASCII str.
+            if any(hmac.compare_digest(candidate, expected) for candidate in candidates):
                 return True
         raise VerificationError("no webhook-signature matched")
     seed = lowered.get(SEED_HEADER.lower())
     if not seed:
         raise VerificationError("no signature header (webhook-signature or X-Request-Signature)")
-    if not hmac.compare_digest(seed.encode("utf-8"), seed_signature(body, secret).encode("ascii")):
-        raise VerificationError("X-Request-Signature does not match")
-    return True
+    for key in secrets:
+        if hmac.compare_digest(seed.encode("utf-8"), seed_signature(body, key).encode("ascii")):
+            return True
+    raise VerificationError("X-Request-Signature does not match")

@@ -4,6 +4,8 @@ import base64
 import hashlib
 import hmac
 
+import time
+
 import pytest
 
 from salt_callbacks import signing
@@ -232,11 +234,23 @@ def test_verify_rejects_a_non_integer_timestamp():
         signing.verify(BODY, headers, SECRET, now=STAMP)
 
 
-def test_verify_of_standard_headers_needs_the_receivers_clock():
-    headers = signing.signed_headers(BODY, [SECRET], MSG_ID, STAMP)
+def test_verify_without_now_checks_the_timestamp_against_the_receivers_clock():
+    fresh = signing.signed_headers(BODY, [SECRET], MSG_ID, time.time())
+    stale = signing.signed_headers(BODY, [SECRET], MSG_ID, time.time() - 301)
 
-    with pytest.raises(VerificationError, match="now="):
-        signing.verify(BODY, headers, SECRET)
+    assert signing.verify(BODY, fresh, SECRET) is True
+    with pytest.raises(VerificationError, match="beyond 300 s"):
+        signing.verify(BODY, stale, SECRET)
+
+
+def test_verify_accepts_any_of_a_receivers_rotating_secrets():
+    headers = signing.signed_headers(BODY, ["new-key"], MSG_ID, STAMP)
+
+    assert signing.verify(BODY, headers, ["old-key", "new-key"], now=STAMP) is True
+    seed_only = {"X-Request-Signature": headers["X-Request-Signature"]}
+    assert signing.verify(BODY, seed_only, ["old-key", "new-key"]) is True
+    with pytest.raises(VerificationError):
+        signing.verify(BODY, headers, ["old-key"], now=STAMP)
 
 
 def test_verify_does_not_fall_back_to_the_seed_header_when_a_standard_signature_is_bad():
