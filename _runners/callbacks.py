@@ -132,6 +132,22 @@ def get(device_id, jid):
     return _call(factory.get, __opts__, _caller(), device_id, str(jid))
 
 
+def redeliver(device_id, jid):
+    """
+    Send the latest payload of a callback record once more, as a new attempt
+    (with the current keys). The attempt shows up in ``callbacks.get``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run callbacks.redeliver minion1 20260101000000000000
+    """
+    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
+
+    return _call(factory.redeliver, __opts__, _caller(), device_id, str(jid))
+
+
 def list_(device_id=None, state=None, limit=100):
     """
     Recent callback records, newest first, each with its ``jid``.

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 TICK = 0.05
 #: Jids known to have no callback records, remembered so their returns cost no store read.
 UNREGISTERED_MEMORY = 50000
+#: Jobs whose ``new`` event is remembered until their ``publish`` event comes.
+NEW_JOBS_MEMORY = 10000
 #: Seconds that in-flight attempts may run on after shutdown begins.
 SHUTDOWN_GRACE = 5.0
 
@@ -46,11 +48,13 @@ TRIMMED = "VALUE_TRIMMED"
 
 class CallbackEngine:
     def __init__(self, config, store, transport, keys_for, clock=time.time, rng=random.random, notify=None,
-                 recover=None):
+                 recover=None, register_metadata=None):
         """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
         or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
         ``recover(jid)`` returns ``{device_id: return data}`` from the master
-        job cache, for returns that came while no engine was listening."""
+        job cache, for returns that came while no engine was listening;
+        ``register_metadata(jid, publish_data, minions, stamp)`` validates and
+        stores the records of a job published with callback metadata."""
         self.config = config
         self.store = store
         self.transport = transport
@@ -59,6 +63,8 @@ class CallbackEngine:
         self.rng = rng
         self.notify = notify or (lambda tag, data: None)
         self.recover = recover
+        self.register_metadata = register_metadata
+        self._new_jobs = collections.OrderedDict()  # jid -> (minions, stamp), awaiting its publish event
         self.schedule = RetrySchedule.from_config(config)
         self.live = {}  # (jid, device_id) -> Record still waiting or delivering
         self._deadlines = []  # heap of (deadline, jid, device_id)
@@ -161,11 +167,15 @@ class CallbackEngine:
             return
         try:
             parts = tag.split("/")
-            if parts[:2] == ["salt", "callbacks"] and len(parts) == 4 and parts[3] == "registered":
-                # The runner changed a job's records after publishing it.
-                self._unregistered.pop(parts[2], None)
-                self.on_job_published(parts[2])
-            elif parts[:2] != ["salt", "job"]:
+            if parts[:2] == ["salt", "callbacks"]:
+                if len(parts) == 4 and parts[3] == "registered":
+                    # The runner changed a job's records after publishing it.
+                    self._unregistered.pop(parts[2], None)
+                    self.on_job_published(parts[2])
+                elif len(parts) == 5 and parts[4] == "redeliver":
+                    self.on_redeliver(parts[2], parts[3])
+                return
+            if parts[:2] != ["salt", "job"]:
                 return
             elif len(parts) >= 5 and parts[3] == "ret":
                 if not isinstance(data, dict):
@@ -173,7 +183,10 @@ class CallbackEngine:
                 device_id = "/".join(parts[4:])
                 self.on_return(parts[2], device_id, data)
             elif len(parts) == 4 and parts[3] == "new":
+                self._remember_new_job(parts[2], data)
                 self.on_job_published(parts[2])
+            elif len(parts) == 4 and parts[3] == "publish" and isinstance(data, dict) and data.get("metadata"):
+                self.on_job_with_metadata(parts[2], data)
         except CallbackError as exc:
             log.error("callbacks: cannot handle event %s: %s", tag, exc)
         except Exception:  # boundary: one bad event must not end the engine
@@ -188,6 +201,50 @@ class CallbackEngine:
             return
         for record in records:
             self._track(record)
+
+    def _remember_new_job(self, jid, data):
+        # The ``new`` event names the minions and the publish time; the
+        # ``publish`` event that follows carries the metadata.
+        if isinstance(data, dict):
+            self._new_jobs[jid] = (list(data.get("minions") or []), data.get("_stamp"))
+            if len(self._new_jobs) > NEW_JOBS_MEMORY:
+                self._new_jobs.popitem(last=False)
+
+    def on_job_with_metadata(self, jid, data):
+        """A job published with ``metadata: {callback_url: ...}`` but not
+        through the runner: register it here, with the runner's validation."""
+        metadata = data["metadata"]
+        if not isinstance(metadata, dict) or "callback_url" not in metadata:
+            return
+        if self.store.job(jid) is not None:
+            return  # the runner registered it already
+        minions, stamp = self._new_jobs.pop(jid, (None, None))
+        if self.register_metadata is None:
+            return
+        try:
+            records = self.register_metadata(jid, data, minions, stamp)
+        except CallbackError as exc:
+            log.error("callbacks: job %s has invalid callback metadata: %s", jid, exc)
+            self.notify(f"{EVENT_PREFIX}/{jid}/invalid", {"jid": jid, "error": str(exc)})
+            return
+        self._unregistered.pop(jid, None)
+        for record in records:
+            self._track(record)
+        log.info("callbacks: job %s registered from its metadata for %d minion(s)", jid, len(records))
+
+    def on_redeliver(self, jid, device_id):
+        record = self.live.get((jid, device_id)) or self.store.get(device_id, jid)
+        if record is None:
+            log.warning("callbacks: redelivery of %s on %s asked for, but there is no such record", jid, device_id)
+            return
+        delivery = record.redeliver(self.clock())
+        if delivery is None:
+            log.warning("callbacks: redelivery of %s on %s asked for, but nothing was sent yet", jid, device_id)
+            return
+        self.live[record.key] = record
+        self._persist(record, "redelivery")
+        log.info("callbacks: redelivering %s of job %s on %s", delivery.state, jid, device_id)
+        self._start(record, delivery)
 
     def on_return(self, jid, device_id, data):
         if _was_trimmed(data):

@@ -12,6 +12,7 @@ import time
 from . import saltio, service
 from .config import CallbacksConfig, unknown_keys_message
 from .engine import CallbackEngine
+from .exceptions import InputError
 from .guard import AddressGuard
 from .secrets import SecretResolver
 from .store import CallbackStore
@@ -53,6 +54,9 @@ def publisher(opts):
 
 
 def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None):
+    def register_metadata(jid, publish, minions, stamp):
+        return service.register_from_metadata(config, store, clock, jid, publish, minions, stamp)
+
     return CallbackEngine(
         config,
         store,
@@ -61,6 +65,7 @@ def build_engine(config, store, notify=None, transport=None, clock=time.time, re
         clock=clock,
         notify=notify,
         recover=recover,
+        register_metadata=register_metadata,
     )
 
 
@@ -135,6 +140,19 @@ def get(opts, user, device_id, jid):
     config = load_config(opts, "callbacks runner")
     may_see = saltio.SaltPermissions(opts).visible_devices(user)
     return service.get(config, returner_store(opts), time.time, device_id, jid, may_see)
+
+
+def redeliver(opts, user, device_id, jid):
+    """Ask the engine to send the latest payload of a record once more."""
+    config = load_config(opts, "callbacks runner")
+    may_see = saltio.SaltPermissions(opts).visible_devices(user)
+    record = service.get(config, returner_store(opts), time.time, device_id, jid, may_see)
+    if not record["deliveries"]:
+        raise InputError("jid", f"nothing has been sent for job {jid} on {device_id} yet: nothing to redeliver")
+    latest = record["deliveries"][-1]
+    saltio.fire_master_event(opts, f"salt/callbacks/{jid}/{device_id}/redeliver", {"jid": jid, "device_id": device_id})
+    return {"jid": jid, "device_id": device_id, "state": latest["state"], "delivery_id": latest["delivery_id"],
+            "redelivery": "queued"}
 
 
 def list_records(opts, user, device_id=None, state=None, limit=100):

@@ -19,6 +19,8 @@ Each payload a phase change produces (COMMAND_EXECUTED, TIMEOUT) becomes a
        ├──failure, none left / 410──▶ failed
        └──record expired──▶ dropped
 
+    delivered / failed ──redeliver──▶ pending (one attempt, no retries)
+
 Records are plain data: the engine mutates them and the store persists
 ``to_dict()``. Times are Unix seconds (floats), passed in by the caller.
 """
@@ -49,8 +51,8 @@ FAILED = "failed"
 DROPPED = "dropped"
 DELIVERY_TRANSITIONS = {
     PENDING: {PENDING, DELIVERED_STATUS, FAILED, DROPPED},
-    DELIVERED_STATUS: set(),
-    FAILED: set(),
+    DELIVERED_STATUS: {PENDING},  # redeliver
+    FAILED: {PENDING},  # redeliver
     DROPPED: set(),
 }
 
@@ -82,6 +84,7 @@ class Delivery:
     attempts: int = 0
     next_attempt_at: float | None = None
     reason: str | None = None
+    single_attempt: bool = False  # a redelivery: one attempt, no retry schedule
 
     def move(self, status):
         if status not in DELIVERY_TRANSITIONS[self.status]:
@@ -220,12 +223,15 @@ class Record:
             delivery.move(DELIVERED_STATUS)
             return DELIVERED
         why = result.error or f"receiver answered HTTP {result.status}"
-        delay = None if outcome == STOP else schedule.delay_after(
+        single, delivery.single_attempt = delivery.single_attempt, False
+        delay = None if outcome == STOP or single else schedule.delay_after(
             delivery.attempts, rng=rng, retry_after=result.retry_after
         )
         if delay is None:
             delivery.next_attempt_at = None
-            if outcome == STOP:
+            if single:
+                delivery.reason = f"redelivery failed: {why}"
+            elif outcome == STOP:
                 delivery.reason = f"receiver answered 410 Gone after {delivery.attempts} attempt(s): not retried"
             else:
                 delivery.reason = f"gave up after {delivery.attempts} attempt(s); last: {why}"
@@ -235,6 +241,20 @@ class Record:
         delivery.next_attempt_at = started + delay
         delivery.move(PENDING)
         return RETRY
+
+    def redeliver(self, now):
+        """Send the latest payload once more, as a new attempt. Returns that
+        delivery, or None when nothing has been sent yet (or it expired)."""
+        if not self.deliveries:
+            return None
+        delivery = self.deliveries[-1]
+        if delivery.status == DROPPED:
+            return None
+        if delivery.status != PENDING:
+            delivery.move(PENDING)
+            delivery.single_attempt = True
+        delivery.next_attempt_at = now
+        return delivery
 
     def drop_pending(self, reason):
         """The record expired: pending deliveries end here. Returns those dropped."""

@@ -136,8 +136,13 @@ class SaltPublisher:
 
     def announce(self, jid):
         """Tell the engine that ``jid``'s records changed after it was published."""
-        with salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False) as bus:
-            bus.fire_event({"jid": jid}, f"salt/callbacks/{jid}/registered")
+        fire_master_event(self.opts, f"salt/callbacks/{jid}/registered", {"jid": jid})
+
+
+def fire_master_event(opts, tag, data):
+    """Fire one event on the master bus from a runner (synchronous)."""
+    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
+        bus.fire_event(dict(data), tag)
 
 
 class MasterBus:

@@ -101,6 +101,54 @@ def execute(
     return published
 
 
+def register_from_metadata(config, store, clock, jid, publish, minions, stamp):
+    """Records for a job published with ``metadata: {callback_url, callback_timeout}``
+    outside the runner (salt-api ``local_async``, ``salt --async --metadata``,
+    LocalClient). Same validation and guard as the runner; signed for the
+    user who published it; the deadline counts from the job's publish time.
+
+    Raises ``CallbackError`` subclasses on bad metadata; stores nothing then.
+    """
+    metadata = publish["metadata"]
+    url = validation.callback_url(metadata.get("callback_url"))
+    validation.destination_allowed(url, AddressGuard(config.allow_networks))
+    timeout = validation.callback_timeout(metadata.get("callback_timeout"), config.default_timeout)
+    user = publish.get("user") or "UNKNOWN"
+    signer = signer_for(user, config.secrets)
+    if not minions:
+        raise NoMinionsError(publish.get("tgt"), publish.get("tgt_type", "glob"))
+    minions = [validation.minion_id(m) for m in minions]
+    args, kwargs = [], {}
+    for item in publish.get("arg") or []:
+        if isinstance(item, dict) and item.get("__kwarg__") is True:
+            kwargs.update({k: v for k, v in item.items() if k != "__kwarg__"})
+        else:
+            args.append(item)
+    spec = {"returner": publish.get("ret") or None, "command": publish.get("fun"), "arg": args}
+    if kwargs:
+        spec["kwarg"] = kwargs
+    created = _parse_stamp(stamp, clock)
+    records = [
+        Record(jid=jid, device_id=m, url=url, created=created, timeout=timeout, command=spec, signer=signer, user=user)
+        for m in minions
+    ]
+    store.add_job(jid, records, created)
+    return records
+
+
+def _parse_stamp(stamp, clock):
+    """Salt's ``_stamp`` (ISO 8601, UTC) as Unix seconds; now when absent or odd."""
+    import datetime  # pylint: disable=import-outside-toplevel
+
+    try:
+        when = datetime.datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return clock()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
 def _publish(publisher, tgt, fun, arg, kwarg, tgt_type, returner, jid):
     published = publisher.publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)
     if not published or not published.get("minions"):

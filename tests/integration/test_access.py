@@ -244,3 +244,28 @@ def test_no_secret_appears_in_logs_events_caches_or_runner_output(acl_master, ac
     assert any(name.endswith("master.log") for name in haystacks), "the master log was not scanned"
     leaks = [(name, s[:12] + "…") for name, text in haystacks.items() for s in ALL_SECRETS if s in text]
     assert leaks == []
+
+
+def test_salt_api_consumers_pass_command_arguments_nested_under_kwarg(api, receiver, hook):
+    # Salt keeps the top-level arg/kwarg of a runner call for the runner itself,
+    # so the command's own arguments go inside kwarg.
+    path, url = hook
+    token = login(api, "alice")
+    published = call_runner(api, token, "callbacks.execute", kwarg={
+        "device_id": "cb-acl-minion", "command": "test.arg", "arg": [1, "two"], "kwarg": {"k": "v"},
+        "callback_url": url, "callback_timeout": "30",
+    })
+    assert published["minions"] == ["cb-acl-minion"]
+    (request,) = receiver.wait_for(path, 1)
+    returned = request.json["response"]["data"]["return"]
+    assert returned["args"] == [1, "two"] and returned["kwargs"]["k"] == "v"
+
+
+def test_salt_api_consumers_may_pass_the_runner_arguments_as_top_level_keys(api, receiver, hook):
+    path, url = hook
+    published = call_runner(api, login(api, "alice"), "callbacks.execute_raw",
+                            device_id="cb-acl-minion", command="test.arg a b c=1", callback_url=url)
+    (request,) = receiver.wait_for(path, 1)
+    returned = request.json["response"]["data"]["return"]
+    assert returned["args"] == ["a", "b"] and returned["kwargs"]["c"] == 1
+    assert request.json["jid"] == published["jid"]

@@ -173,20 +173,47 @@ def test_the_executed_body_is_the_seed_payload_for_this_record():
 # -- deliveries ----------------------------------------------------------------
 
 
-def test_delivery_transitions_only_leave_pending():
+def test_delivery_transitions_leave_pending_and_come_back_only_by_redelivery():
     assert DELIVERY_TRANSITIONS[PENDING] == {PENDING, DELIVERED_STATUS, FAILED, DROPPED}
-    for end in (DELIVERED_STATUS, FAILED, DROPPED):
-        assert DELIVERY_TRANSITIONS[end] == set()
+    assert DELIVERY_TRANSITIONS[DELIVERED_STATUS] == {PENDING}
+    assert DELIVERY_TRANSITIONS[FAILED] == {PENDING}
+    assert DELIVERY_TRANSITIONS[DROPPED] == set()
 
 
 @pytest.mark.parametrize("end", [DELIVERED_STATUS, FAILED, DROPPED])
-@pytest.mark.parametrize("target", [PENDING, DELIVERED_STATUS, FAILED, DROPPED])
-def test_a_finished_delivery_cannot_move_again(end, target):
+@pytest.mark.parametrize("target", [DELIVERED_STATUS, FAILED, DROPPED])
+def test_a_finished_delivery_cannot_move_to_another_end(end, target):
     delivery = Delivery(state="TIMEOUT", delivery_id="msg_x", body="{}", created=T0, status=end)
 
     with pytest.raises(TransitionError):
         delivery.move(target)
     assert delivery.status == end
+
+
+def test_a_dropped_delivery_cannot_be_redelivered():
+    delivery = Delivery(state="TIMEOUT", delivery_id="msg_x", body="{}", created=T0, status=DROPPED)
+
+    with pytest.raises(TransitionError):
+        delivery.move(PENDING)
+
+
+def test_redelivery_sends_the_latest_payload_once_without_retries():
+    record = make_record(created=T0)
+    record.on_deadline(T0 + record.timeout)
+    delivery = record.on_return(DATA, T0 + record.timeout + 1)
+    assert attempt(record, delivery, 200, T0 + 200) == "delivered"
+
+    again = record.redeliver(T0 + 300)
+
+    assert again is delivery and again.status == PENDING and again.next_attempt_at == T0 + 300
+    assert attempt(record, again, 500, T0 + 300) == "stop"
+    assert again.status == FAILED and again.reason.startswith("redelivery failed")
+    assert again.attempts == 2
+    assert [s["state"] for s in record.sent_requests][-1] == "COMMAND_EXECUTED"
+
+
+def test_nothing_to_redeliver_before_anything_was_sent():
+    assert make_record(created=T0).redeliver(T0) is None
 
 
 def attempt(record, delivery, status, started, **kwargs):
