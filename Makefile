@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test unit integration demo bench clean
+.PHONY: venv test unit integration demo bench matrix clean
 
 $(STAMP): requirements-test.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: venv
 
 bench: venv
 	$(PY) tools/bench.py $(BENCH_ARGS)
+
+# The suite on each supported Salt release (3006 LTS, 3007, 3008); slow, not in CI.
+matrix:
+	tools/matrix.sh $(MATRIX_VERSIONS)
 
 clean:
 	rm -rf .demo .bench build dist *.egg-info

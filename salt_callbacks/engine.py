@@ -17,6 +17,7 @@ the engine acts on it, so a restart resumes where the last one stopped.
 
 import asyncio
 import collections
+import contextlib
 import heapq
 import itertools
 import logging
@@ -73,7 +74,7 @@ class CallbackEngine:
         self._in_flight = {}  # delivery_id -> Task
         self._unregistered = collections.OrderedDict()
         self._slots = asyncio.Semaphore(config.max_concurrency)  # all deliveries together
-        self._host_slots = {}  # (host, port) -> Semaphore: one slow receiver holds only its own
+        self._host_slots = {}  # (host, port) -> [Semaphore, users]: a slow receiver holds only its own
         self._next_sweep = 0.0
         self._stopping = False
 
@@ -346,13 +347,23 @@ class CallbackEngine:
             if running is task:
                 del self._in_flight[key]
 
-    def _host_slot(self, url):
+    @contextlib.asynccontextmanager
+    async def _host_slot(self, url):
+        """One of ``per_host_limit`` slots of the URL's host; the semaphore is
+        forgotten when no attempt uses it, so many one-off hosts leak nothing."""
         parts = urllib.parse.urlsplit(url)
         key = (parts.hostname, parts.port)
-        slot = self._host_slots.get(key)
-        if slot is None:
-            slot = self._host_slots[key] = asyncio.Semaphore(self.config.per_host_limit)
-        return slot
+        entry = self._host_slots.get(key)
+        if entry is None:
+            entry = self._host_slots[key] = [asyncio.Semaphore(self.config.per_host_limit), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._host_slots[key]
 
     async def _attempt(self, record, delivery):
         # The host's slot first: attempts queued behind a stuck receiver wait
