@@ -119,27 +119,50 @@ class CallbackEngine:
         """Queue every record in the store that still has work, and deliver
         returns that reached the job cache while no engine listened. Returns
         how many records were resumed."""
-        count = 0
-        for jid in self.store.jids():
-            awaiting = []
-            for record in self.store.records_of_job(jid):
-                count += self._track(record)
-                if record.phase != EXECUTED and record.key in self.live:
-                    awaiting.append(record.device_id)
-            if awaiting and self.recover is not None:
-                self._recover_returns(jid, awaiting)
-        return count
+        return self._apply_unfinished(self._read_unfinished())
 
-    def _recover_returns(self, jid, devices):
-        try:
-            returns = self.recover(jid)
-        except Exception:  # boundary: a job cache failure must not stop the start
-            log.error("callbacks: could not read job %s from the master job cache", jid, exc_info=True)
-            return
-        for device_id in devices:
-            if device_id in returns:
-                log.info("callbacks: return of job %s from %s found in the job cache", jid, device_id)
-                self._accept_return(jid, device_id, returns[device_id])
+    async def reconcile(self):
+        """Catch up after events were lost (the bus cut this subscriber off):
+        the same as a start, with the reads done off the event loop."""
+        snapshot = await asyncio.get_running_loop().run_in_executor(None, self._read_unfinished)
+        resumed = self._apply_unfinished(snapshot, stale=True)
+        log.warning("callbacks: reconciled with the store and the job cache after a gap in the bus; "
+                    "%d record(s) picked up", resumed)
+        return resumed
+
+    def _read_unfinished(self):
+        """``[(jid, records, returns)]`` for every job with work left. Reads only:
+        safe to run in a thread."""
+        found = []
+        for jid in self.store.jids():
+            records = [r for r in self.store.records_of_job(jid) if not r.finished]
+            if not records:
+                continue
+            returns = {}
+            if self.recover is not None and any(r.phase != EXECUTED for r in records):
+                try:
+                    returns = self.recover(jid)
+                except Exception:  # boundary: a job cache failure must not stop the start
+                    log.error("callbacks: could not read job %s from the master job cache", jid, exc_info=True)
+            found.append((jid, records, returns))
+        return found
+
+    def _apply_unfinished(self, snapshot, stale=False):
+        count = 0
+        for jid, records, returns in snapshot:
+            for record in records:
+                if stale and record.key not in self.live:
+                    # Read in another thread: the engine may have finished it since.
+                    record = self.store.get(record.device_id, record.jid)
+                    if record is None:
+                        continue
+                count += self._track(record)
+            for device_id, data in returns.items():
+                record = self.live.get((jid, device_id))
+                if record is not None and record.phase != EXECUTED:
+                    log.info("callbacks: return of job %s from %s found in the job cache", jid, device_id)
+                    self._accept_return(jid, device_id, data)
+        return count
 
     def _track(self, record):
         if record.finished or record.key in self.live:

@@ -90,7 +90,11 @@ async def _engine_main(opts, config, store):
     engine = build_engine(config, store, notify=bus.fire, recover=saltio.JobCache(opts).returns, opts=opts)
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
-    bus.listen(engine.on_event)
+    def on_gap():
+        # Let the subscriber reconnect first, then read what was missed.
+        loop.call_later(0.5, lambda: loop.create_task(engine.reconcile()))
+
+    bus.listen(engine.on_event, on_gap)
     await _start_with_backoff(engine, should_exit)
     bus.fire(ENGINE_STARTED_TAG, {"resumed": len(engine.live)})
     try:

@@ -155,7 +155,10 @@ class MasterBus:
     def __init__(self, opts, loop):
         self._event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True, io_loop=loop)
 
-    def listen(self, on_event):
+    def listen(self, on_event, on_gap=None):
+        """Call ``on_event(tag, data)`` for every event, and ``on_gap()`` after
+        the publisher dropped this subscriber (it reconnects by itself, but
+        what was published meanwhile is gone)."""
         unpack = salt.utils.event.SaltEvent.unpack
 
         async def handle(raw):
@@ -167,6 +170,13 @@ class MasterBus:
             on_event(tag, data)
 
         self._event.set_event_handler(handle)
+        if on_gap is not None:
+
+            async def disconnected():
+                log.warning("callbacks: the master event bus dropped this subscriber; catching up")
+                on_gap()
+
+            self._event.subscriber.disconnect_callback = disconnected
 
     def fire(self, tag, data):
         try:

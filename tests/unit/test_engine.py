@@ -594,6 +594,33 @@ def test_the_job_cache_is_not_asked_about_jobs_with_nothing_awaiting_a_return():
     assert cache.asked == []
 
 
+def test_after_a_gap_in_the_bus_reconcile_delivers_missed_returns_and_picks_up_missed_jobs():
+    known = make_record(1, created=T0, device_id="dev1", timeout=60)
+    missed_job = make_record(2, created=T0, device_id="dev2", timeout=60)
+    cache = JobCache()
+    rig = new_rig(recover=cache)
+    rig.add(known)
+
+    async def scenario():
+        await rig.engine.startup()
+        cache.asked.clear()
+        # While cut off, the engine missed dev1's return and dev2's whole job.
+        cache.returns = {known.jid: {"dev1": OK}}
+        rig.add(missed_job)
+        assert await rig.engine.reconcile() == 1
+        await settle(rig.engine)
+        assert states(rig) == ["COMMAND_EXECUTED"]
+        await rig.tick(T0 + 60)
+
+    run(scenario())
+
+    assert sorted(cache.asked) == sorted([known.jid, missed_job.jid])
+    assert [(json.loads(c["body"])["device_id"], json.loads(c["body"])["state"]) for c in rig.transport.calls] == [
+        ("dev1", "COMMAND_EXECUTED"),
+        ("dev2", "TIMEOUT"),
+    ]
+
+
 def test_a_failing_job_cache_does_not_stop_the_start_and_deadlines_still_fire():
     record = make_record(created=T0, timeout=60)
     cache = JobCache(fail=RuntimeError("job cache down"))
