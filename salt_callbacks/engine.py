@@ -126,8 +126,9 @@ class CallbackEngine:
         the same as a start, with the reads done off the event loop."""
         snapshot = await asyncio.get_running_loop().run_in_executor(None, self._read_unfinished)
         resumed = self._apply_unfinished(snapshot, stale=True)
-        log.warning("callbacks: reconciled with the store and the job cache after a gap in the bus; "
-                    "%d record(s) picked up", resumed)
+        log.log(logging.WARNING if resumed else logging.INFO,
+                "callbacks: caught up with the store and the job cache after the bus connection "
+                "closed; %d record(s) picked up", resumed)
         return resumed
 
     def _read_unfinished(self):

@@ -91,8 +91,10 @@ async def _engine_main(opts, config, store):
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
     def on_gap():
-        # Let the subscriber reconnect first, then read what was missed.
-        loop.call_later(0.5, lambda: loop.create_task(engine.reconcile()))
+        # The bus also closes when the master stops: nothing to catch up then.
+        # Otherwise let the subscriber reconnect first, then read what was missed.
+        if not should_exit.is_set():
+            loop.call_later(0.5, lambda: should_exit.is_set() or loop.create_task(engine.reconcile()))
 
     bus.listen(engine.on_event, on_gap)
     await _start_with_backoff(engine, should_exit)

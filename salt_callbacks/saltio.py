@@ -173,7 +173,7 @@ class MasterBus:
         if on_gap is not None:
 
             async def disconnected():
-                log.warning("callbacks: the master event bus dropped this subscriber; catching up")
+                log.info("callbacks: the connection to the master event bus closed")
                 on_gap()
 
             self._event.subscriber.disconnect_callback = disconnected
