@@ -153,7 +153,15 @@ class MasterBus:
     """
 
     def __init__(self, opts, loop):
-        self._event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True, io_loop=loop)
+        # Salt 3006/3007 want a tornado IOLoop here (they call spawn_callback);
+        # 3008 takes either. tornado 6's IOLoop.current() wraps the running
+        # asyncio loop, so one object serves every supported release.
+        import tornado.ioloop  # pylint: disable=import-outside-toplevel
+
+        del loop  # the running loop is the one IOLoop.current() wraps
+        self._event = salt.utils.event.get_master_event(
+            opts, opts["sock_dir"], listen=True, io_loop=tornado.ioloop.IOLoop.current()
+        )
 
     def listen(self, on_event, on_gap=None):
         """Call ``on_event(tag, data)`` for every event, and ``on_gap()`` after
