@@ -37,11 +37,17 @@ pending         ``--pending`` records, most with far deadlines, written into
                 announced with ``salt/job/<jid>/new`` whose deadlines fall due
                 at ``--due-rate``/s; lateness = TIMEOUT arrival - deadline.
                 Engine RSS (psutil) before any record and with all pending.
+profiles        ``--profile tput,pending,burst``: py-spy (``--idle``) on the
+                engine's main thread, summarised as shares of wall time.
 store           ``callbacks.get`` / ``callbacks.list`` through
                 ``salt.runner.RunnerClient`` with the pending records present.
 baseline        a master with the Reactor on ``salt/job/*/ret/*`` calling the
-                ``http.query`` runner: the same store_job load (smaller, its
-                rate is ~50/s) and the same burst.
+                ``http.query`` runner: the same store_job load (smaller: it
+                manages tens of webhooks/s) and the same burst.
+
+Before each scenario the bench waits up to ``--quiet-wait`` s for processes
+outside it to go quiet; each scenario's CPU split (engine, bus, injectors,
+receiver, ..., and "background": everything outside the bench) is in the JSON.
 
 Injection modes (both go through Salt's own APIs, both put the same event on
 the same bus):
@@ -53,9 +59,13 @@ store_job  each return: ``salt.utils.job.store_job(opts, load, event=ev,
            CPU per return in Salt itself (fsync + a thread per fire_event).
 event      the ret event only, via ``fire_event_async`` with
            ``master_async_mworker`` (Salt's async MWorker publish path, no
-           thread per event); no job cache write in the timed part (the burst
-           pre-writes it). Used where store_job cannot offer the load on this
-           machine: the rate scenarios, the burst and the engine capacity row.
+           thread per event). The latency runs and the burst write each
+           return into the master job cache beforehand (prep_jid, save_load,
+           returner: what store_job leaves there), so an engine the bus cuts
+           off can catch up; the closed-loop throughput run writes none (its
+           window keeps the bus from cutting anyone off). Used where store_job
+           cannot offer the load on this machine: the rate scenarios, the
+           burst and the engine capacity row.
 
 Each job targets one device (``<scenario>-<n>``) and is announced with a
 ``salt/job/<jid>/new`` event before its return, as the master does when it
@@ -319,6 +329,8 @@ class Worker:
         import salt.config
 
         self.opts = salt.config.master_config(conf_path)
+        if not str(self.opts["cachedir"]).startswith(str(BENCH)):
+            raise RuntimeError(f"refusing to write outside {BENCH}: cachedir is {self.opts['cachedir']}")
         self.index = index
         self.injected = injected
         self.counters = counters
@@ -389,20 +401,20 @@ class Worker:
     def _outstanding(self, counter, base):
         return sum(self.injected) - (counter.value - base)
 
-    def inject(self, jobs, mode, new, rate, start_at, window, counter, base, ret=True):
+    def inject(self, jobs, mode, new, rate, start_at, window, counter, base, ret=True, stop_at=None):
         counter = self.counters[counter] if counter else None
         if mode == "store_job":
-            return self._inject_sync(jobs, new, rate, start_at, window, counter, base)
+            return self._inject_sync(jobs, new, rate, start_at, window, counter, base, stop_at)
         return self.aloop().run_until_complete(
-            self._inject_async(jobs, new, rate, start_at, window, counter, base, ret))
+            self._inject_async(jobs, new, rate, start_at, window, counter, base, ret, stop_at))
 
-    def _inject_sync(self, jobs, new, rate, start_at, window, counter, base):
+    def _inject_sync(self, jobs, new, rate, start_at, window, counter, base, stop_at):
         import salt.utils.job
 
         ev, mm = self.event(), self.mminion()
         while time.time() < start_at:
             time.sleep(0.001)
-        first = time.time()
+        first, done = time.time(), 0
         for i, (jid, dev) in enumerate(jobs):
             if rate:
                 delay = start_at + i / rate - time.time()
@@ -411,17 +423,20 @@ class Worker:
             if window:
                 while self._outstanding(counter, base) >= window:
                     time.sleep(0.001)
+            if stop_at and time.time() >= stop_at:
+                break
             if new:
                 ev.fire_event(_new_data(jid, dev), f"salt/job/{jid}/new")
             salt.utils.job.store_job(self.opts, _ret_load(jid, dev), event=ev, mminion=mm)
             self.injected[self.index] += 1
-        return {"n": len(jobs), "first": first, "last": time.time()}
+            done += 1
+        return {"n": done, "first": first, "last": time.time()}
 
-    async def _inject_async(self, jobs, new, rate, start_at, window, counter, base, ret):
+    async def _inject_async(self, jobs, new, rate, start_at, window, counter, base, ret, stop_at):
         ev = self._aevent
         while time.time() < start_at:
             await asyncio.sleep(0.001)
-        first = time.time()
+        first, done = time.time(), 0
         for i, (jid, dev) in enumerate(jobs):
             if rate:
                 delay = start_at + i / rate - time.time()
@@ -430,12 +445,15 @@ class Worker:
             if window:
                 while self._outstanding(counter, base) >= window:
                     await asyncio.sleep(0.001)
+            if stop_at and time.time() >= stop_at:
+                break
             if new:
                 await ev.fire_event_async(_new_data(jid, dev), f"salt/job/{jid}/new")
             if ret:
                 await ev.fire_event_async(_ret_load(jid, dev), f"salt/job/{jid}/ret/{dev}")
             self.injected[self.index] += 1
-        return {"n": len(jobs), "first": first, "last": time.time()}
+            done += 1
+        return {"n": done, "first": first, "last": time.time()}
 
     def close(self):
         for ev in (self._event, self._aevent):
@@ -527,19 +545,20 @@ class Pool:
         self.run("prep_jobcache", [{"jobs": p, "with_return": with_return} for p in self.split(jobs)], timeout)
 
     def inject(self, jobs, mode, new=True, rate=None, window=None, counter=None, timeout=600, ret=True,
-               lead=0.5):
+               lead=0.5, seconds=None):
         """Returns {"n", "first", "last", "rate"} over all workers."""
         for k in range(self.size):
             self.injected[k] = 0
         base = self.counters_value(counter)
         parts = self.split(jobs)
         start_at = time.time() + lead
+        stop_at = start_at + seconds if seconds else None
         per = []
         for k, part in enumerate(parts):
             per.append({"jobs": part, "mode": mode, "new": new, "ret": ret,
                         "rate": (rate / self.size) if rate else None,
                         "start_at": start_at + (k / rate if rate else 0.0),
-                        "window": window, "counter": counter, "base": base})
+                        "window": window, "counter": counter, "base": base, "stop_at": stop_at})
         if mode == "store_job":
             per = [{k: v for k, v in p.items() if k != "ret"} for p in per]
         results = self.run("inject", per, timeout)
@@ -586,10 +605,10 @@ def subscriber_main(conn, conf_path, counter):
         hello = asyncio.Event()
 
         async def handle(raw):
-            tag, _ = unpack(raw)
+            tag, data = unpack(raw)
             if tag.startswith("salt/job/") and "/ret/" in tag:
                 counter.value += 1
-                times.append(time.time())
+                times.append((time.time(), data.get("_stamp")))
             elif tag == "bench/hello":
                 hello.set()
 
@@ -705,14 +724,17 @@ class Master:
         self.conf_path.write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
         self.conf_path.chmod(0o600)
 
-    def start(self, need_engine=False, need_reactor=False):
-        self.write()
-        self.log.parent.mkdir(parents=True, exist_ok=True)
+    def clear_sockets(self):
         for name in ("master_event_pub.ipc", "master_event_pull.ipc"):
             try:
                 (self.sock_dir / name).unlink()
             except FileNotFoundError:
                 pass
+
+    def start(self, need_engine=False, need_reactor=False):
+        self.write()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.clear_sockets()
         out = open(self.root / "salt-master.out", "ab")
         self.proc = subprocess.Popen([str(BIN / "salt-master"), "-c", str(self.conf_dir), "-l", "warning"],
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -905,6 +927,7 @@ class Ctx:
         return {"receiver": self.receiver.counter, "bus": self.bus_counter}
 
     def open_pool(self, master):
+        master.write()
         self.pool = Pool(master.conf_path, self.args.procs, self.counters())
         self.pool.counters = self.counters()
 
@@ -912,6 +935,27 @@ class Ctx:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+
+def wait_for_quiet_machine(ctx, name):
+    """Before a scenario: wait (at most --quiet-wait s) until processes outside
+    the bench use < --quiet-cores cores, so their load does not distort it."""
+    limit, threshold = ctx.args.quiet_wait, ctx.args.quiet_cores
+    if limit <= 0:
+        return
+    started, level = time.time(), None
+    while True:
+        meter = CpuMeter(ctx).start()
+        time.sleep(1.0)
+        level = meter.stop()["background"]
+        if level < threshold or time.time() - started >= limit:
+            break
+    waited = time.time() - started
+    ctx.results.setdefault("quiet_waits", {})[name] = {"waited_s": round(waited, 1), "background": level}
+    if level >= threshold:
+        say(f"  (machine still busy before {name}: {level:.2f} cores used outside the bench after {waited:.0f} s)")
+    elif waited > 1.5:
+        say(f"  (waited {waited:.0f} s for other processes on the machine to calm down)")
 
 
 def engine_config(ctx):
@@ -960,7 +1004,7 @@ def engine_rss_mb(ctx):
 
 
 def start_profile(ctx, seconds, name):
-    if not ctx.args.profile:
+    if name.split("_")[0] not in ctx.args.profile:
         return
     pyspy = BIN / "py-spy"
     proc = ctx.master.engine_proc()
@@ -968,9 +1012,30 @@ def start_profile(ctx, seconds, name):
         ctx.note("--profile: py-spy not installed in the venv (pip install py-spy) or no engine process")
         return
     out = BENCH / f"engine-profile-{name}.txt"
-    ctx.profile = (subprocess.Popen([str(pyspy), "record", "--nonblocking", "-r", "200", "-d", str(int(seconds)),
-                                     "-f", "raw", "-o", str(out), "-p", str(proc.pid)],
+    # --idle: the engine is one asyncio loop, so wall-clock shares (idle in
+    # epoll included) say what holds the loop; --nonblocking: do not pause it.
+    ctx.profile = (subprocess.Popen([str(pyspy), "record", "--idle", "--nonblocking", "-r", "100",
+                                     "-d", str(int(seconds)), "-f", "raw", "-o", str(out), "-p", str(proc.pid)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out, name)
+
+
+def _frame_name(frame):
+    return frame.split(" (", 1)[0]
+
+
+def _category(frames):
+    """What a sample of the engine's loop is doing, named by the innermost frame that says it."""
+    for frame in reversed(frames):
+        name = _frame_name(frame)
+        if "PublishServer.publish" in frame or "SyncWrapper" in frame:
+            return "Salt fire_event: PublishServer.publish via SyncWrapper (a thread per event)"
+        if "salt_callbacks/" in frame and "run_engine" not in frame and "_call (" not in frame:
+            return f"{name} (salt_callbacks)"
+        if "salt/cache/" in frame:
+            continue  # attribute to the salt_callbacks caller
+        if "aiohttp/" in frame and "salt_callbacks" not in frame:
+            continue
+    return _frame_name(frames[-1])
 
 
 def finish_profile(ctx):
@@ -986,29 +1051,40 @@ def finish_profile(ctx):
     if not out.exists():
         ctx.note(f"py-spy wrote no profile for {name}")
         return
-    own, total, samples = {}, {}, 0
+    leaf, engine_frames, samples, idle, helper = {}, {}, 0, 0, 0
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         count = int(count)
-        samples += count
         frames = stack.split(";")
-        leaf = frames[-1]
-        own[leaf] = own.get(leaf, 0) + count
-        for frame in set(frames):
-            if "salt_callbacks" in frame or "aiohttp" in frame or "salt/cache" in frame or "msgpack" in frame:
-                total[frame] = total.get(frame, 0) + count
-    top_own = sorted(own.items(), key=lambda kv: -kv[1])[:15]
-    top_total = sorted(total.items(), key=lambda kv: -kv[1])[:15]
-    ctx.results["profile"] = {
-        "scenario": name, "file": str(out), "samples": samples,
-        "top_self": [(f, round(100 * c / max(1, samples), 1)) for f, c in top_own],
-        "top_inclusive": [(f, round(100 * c / max(1, samples), 1)) for f, c in top_total],
+        if not any("run_engine" in f for f in frames):
+            helper += count  # Salt's helper threads (a thread per published event, resolvers)
+            continue
+        samples += count
+        if "select (selectors.py" in frames[-1]:
+            idle += count
+            continue
+        key = f"{_frame_name(frames[-1])}  ({frames[-1].rsplit('(', 1)[-1].rstrip(')')})"
+        leaf[key] = leaf.get(key, 0) + count
+        cat = _category(frames)
+        engine_frames[cat] = engine_frames.get(cat, 0) + count
+    share = lambda c: round(100.0 * c / max(1, samples), 1)  # noqa: E731
+    ctx.results.setdefault("profiles", {})[name] = {
+        "scenario": name, "file": str(out), "main_thread_samples": samples, "helper_thread_samples": helper,
+        "idle_in_epoll_pct": share(idle),
+        "top_leaf_pct": [(f, share(c)) for f, c in sorted(leaf.items(), key=lambda kv: -kv[1])[:15]],
+        "top_categories_pct": [(f, share(c)) for f, c in
+                                  sorted(engine_frames.items(), key=lambda kv: -kv[1])[:15]],
     }
-    say(f"profile of the engine during {name} ({samples} samples), top self frames:")
-    for frame, share in ctx.results["profile"]["top_self"][:10]:
-        say(f"   {share:5.1f}%  {frame}")
+    prof = ctx.results["profiles"][name]
+    say(f"profile of the engine's main thread during {name}: {samples} samples, "
+        f"{prof['idle_in_epoll_pct']}% idle in epoll; busiest leaf frames (% of wall time):")
+    for frame, pc in prof["top_leaf_pct"][:8]:
+        say(f"   {pc:5.1f}%  {frame}")
+    say("  by what the loop is doing (% of wall time):")
+    for frame, pc in prof["top_categories_pct"][:10]:
+        say(f"   {pc:5.1f}%  {frame}")
 
 
 def deliveries(ctx, prefix, state="COMMAND_EXECUTED"):
@@ -1031,6 +1107,7 @@ def deliveries(ctx, prefix, state="COMMAND_EXECUTED"):
 
 def run_http_ceiling(ctx):
     args = ctx.args
+    wait_for_quiet_machine(ctx, "ceiling_http")
     say(f"ceiling/http: bare aiohttp client, {args.http_requests} signed posts, concurrency {args.http_concurrency}")
     parent, child = SPAWN.Pipe()
     proc = SPAWN.Process(target=http_client_main, daemon=True, name="bench-http-client",
@@ -1079,24 +1156,37 @@ def run_bus_ceiling(ctx):
             jobs = ctx.jobs("bus", n)
             if mode == "store_job":
                 ctx.pool.prep_jobcache(jobs, with_return=False, timeout=120 + n / 50)
-            say(f"ceiling/bus ({mode}): {n} returns, window {args.window}, {args.procs} injectors, no engine")
+            wait_for_quiet_machine(ctx, f"ceiling_bus_{mode}")
+            say(f"ceiling/bus ({mode}): {n} returns (<= {args.tput_seconds:.0f} s), window {args.window}, "
+                f"{args.procs} injectors, no engine")
             meter = CpuMeter(ctx).start()
             inj = ctx.pool.inject(jobs, mode, new=True, window=args.window, counter="bus",
-                                  timeout=120 + n / 50)
-            time.sleep(0.5)
-            parent.send("times")
-            if not parent.poll(30):
-                raise RuntimeError("bus subscriber did not answer")
-            times = parent.recv()
+                                  timeout=120 + n / 50, seconds=args.tput_seconds)
+            rows = _subscriber_rows(parent, settle=2.0)
             cpu = meter.stop()
-            res = {"returns": n, "received": len(times), "rate": sustained_rate(times),
+            res = {"returns": inj["n"], "received": len(rows), "rate": sustained_rate([t for t, _ in rows]),
                    "injection_rate": inj["rate"], "cpu": cpu}
             out[mode] = res
-            say(f"  -> {len(times)}/{n} ret events seen, {res['rate'] or 0:.0f}/s sustained "
+            say(f"  -> {len(rows)}/{inj['n']} ret events seen, {res['rate'] or 0:.0f}/s sustained "
                 f"(injectors offered {inj['rate']:.0f}/s); cpu {cpu}")
+        # Bus latency at the latency runs' rate: the floor for anything that reads the bus.
+        n = int(args.rate * args.latency_seconds)
+        jobs = ctx.jobs("bus", n)
+        wait_for_quiet_machine(ctx, "ceiling_bus_latency")
+        say(f"ceiling/bus latency: {n} returns at {args.rate:.0f}/s to a subscriber that does nothing")
+        meter = CpuMeter(ctx).start()
+        inj = ctx.pool.inject(jobs, "event", new=True, rate=args.rate, timeout=120 + args.latency_seconds * 3)
+        rows = _subscriber_rows(parent)
+        lat = [t - ts for t, stamp in rows if (ts := stamp_to_ts(stamp)) is not None]
+        out["latency"] = {"offered_rate": inj["rate"], "received": len(rows), "latency": ms_summary(lat),
+                          "cpu": meter.stop()}
+        say(f"  -> offered {inj['rate']:.0f}/s, bus latency {out['latency']['latency']}")
         out["cutoffs_logged"] = master.log_count(CUTOFF_LINE)
+        lost = {m: out[m]["returns"] - out[m]["received"] for m in ("store_job", "event")}
         if out["cutoffs_logged"]:
-            ctx.note(f"the bus-ceiling subscriber was cut off {out['cutoffs_logged']} time(s): ceiling understated")
+            ctx.note(f"bus ceiling: the publisher cut off {out['cutoffs_logged']} slow subscriber(s) (the log does "
+                     f"not say which; the master's own EventMonitor is one); the counting subscriber missed "
+                     f"{lost} ret events")
         ctx.results["scenarios"]["ceiling_bus"] = out
         parent.send("quit")
     finally:
@@ -1109,6 +1199,14 @@ def run_bus_ceiling(ctx):
         ctx.master = None
 
 
+def _subscriber_rows(conn, settle=0.5):
+    time.sleep(settle)
+    conn.send("times")
+    if not conn.poll(30):
+        raise RuntimeError("bus subscriber did not answer")
+    return conn.recv()
+
+
 def run_throughput(ctx, mode, n, key):
     args = ctx.args
     prefix = "tp" if mode == "event" else "sj"
@@ -1116,12 +1214,17 @@ def run_throughput(ctx, mode, n, key):
     write_records(ctx, jobs, time.time(), 600)
     if mode == "store_job":
         ctx.pool.prep_jobcache(jobs, with_return=False, timeout=120 + n / 50)
-    say(f"engine/throughput ({mode}): {n} returns, closed loop (window {args.window}), {args.procs} injectors")
+    wait_quiet(ctx, 30)  # the previous scenario's backlog first
+    wait_for_quiet_machine(ctx, key)
+    say(f"engine/throughput ({mode}): up to {n} returns or {args.tput_seconds:.0f} s, closed loop "
+        f"(window {args.window}), {args.procs} injectors")
     cut0 = ctx.master.log_count(CUTOFF_LINE)
     meter = CpuMeter(ctx).start()
     if mode == "event":
-        start_profile(ctx, max(3, min(10, n / 3000)), key)
-    inj = ctx.pool.inject(jobs, mode, new=True, window=args.window, counter="receiver", timeout=120 + n / 50)
+        start_profile(ctx, 10, "tput_event")
+    inj = ctx.pool.inject(jobs, mode, new=True, window=args.window, counter="receiver", timeout=120 + n / 50,
+                          seconds=args.tput_seconds)
+    n = inj["n"]
     got, _ = ctx.receiver.wait_for(prefix, "COMMAND_EXECUTED", n, timeout=60, stall=10)
     cpu = meter.stop()
     finish_profile(ctx)
@@ -1157,6 +1260,11 @@ def run_latency(ctx, key, hole_share=0.0):
     else:
         jobs_all = jobs
     write_records(ctx, jobs_all, time.time(), 600, {"hole": ctx.receiver.hole_url})
+    # The returns are in the master job cache, as store_job leaves them, so an
+    # engine that the bus drops can catch up from there.
+    ctx.pool.prep_jobcache(jobs_all, with_return=True, timeout=120 + len(jobs_all) / 50)
+    wait_quiet(ctx, 30)  # the previous scenario's backlog first
+    wait_for_quiet_machine(ctx, key)
     what = f", {len(hole_jobs)} to a receiver that never answers" if hole_jobs else ""
     say(f"engine/latency{'+hole' if hole_jobs else ''}: {len(jobs_all)} returns at {args.rate:.0f}/s "
         f"for {args.latency_seconds:.0f} s (event injection){what}")
@@ -1164,8 +1272,10 @@ def run_latency(ctx, key, hole_share=0.0):
     meter = CpuMeter(ctx).start()
     rate = args.rate * len(jobs_all) / max(1, n)
     inj = ctx.pool.inject(jobs_all, "event", new=True, rate=rate, timeout=120 + args.latency_seconds * 3)
-    got, _ = ctx.receiver.wait_for(prefix, "COMMAND_EXECUTED", n, timeout=30, stall=5)
+    got, still = ctx.receiver.wait_for(prefix, "COMMAND_EXECUTED", n, timeout=90, stall=10)
     cpu = meter.stop()
+    if still:
+        ctx.note(f"{key}: the engine was still delivering when the 90 s wait ended")
     rows, dups = deliveries(ctx, prefix)
     lat = [r[0] - ts for r in rows if (ts := stamp_to_ts(r[4])) is not None]
     res = {"returns": n, "offered_rate": inj["rate"], "target_rate": args.rate, "delivered": len(rows),
@@ -1187,21 +1297,29 @@ def run_burst(ctx):
     ctx.pool.prep_jobcache(jobs, with_return=True, timeout=120 + n / 50)
     ctx.pool.inject(jobs, "event", new=True, ret=False, rate=args.announce_rate, timeout=120 + n / 100)
     wait_quiet(ctx, 30)
+    wait_for_quiet_machine(ctx, "engine_burst")
     cut0 = ctx.master.log_count(CUTOFF_LINE)
     meter = CpuMeter(ctx).start()
     inj = ctx.pool.inject(jobs, "event", new=False, timeout=120 + n / 100)
-    got, still = ctx.receiver.wait_for("burst", "COMMAND_EXECUTED", n, timeout=args.burst_wait, stall=15)
+    if "burst" in args.profile:
+        time.sleep(3)  # profile the recovery, not the burst itself
+        start_profile(ctx, 20, "burst_recovery")
+    # Long stall window: after a cut-off the engine may be silent while it catches up.
+    got, still = ctx.receiver.wait_for("burst", "COMMAND_EXECUTED", n, timeout=args.burst_wait, stall=60)
     cpu = meter.stop()
+    finish_profile(ctx)
     rows, dups = deliveries(ctx, "burst")
     res = {"returns": n, "offered_rate": inj["rate"], "delivered": len(rows), "lost": n - len(rows),
            "still_delivering_at_cap": still, "duplicates": dups,
            "cutoffs": ctx.master.log_count(CUTOFF_LINE) - cut0, "cpu": cpu,
            "drain_rate": sustained_rate([r[0] for r in rows])}
-    alive = probe_engine(ctx, timeout=15)
+    alive = probe_engine(ctx, timeout=10)
+    res["probe_after_s"] = alive
     res["engine_hears_bus_after"] = alive is not None
     ctx.results["scenarios"]["engine_burst"] = res
     say(f"  -> fired at {inj['rate']:.0f}/s, delivered {len(rows)}/{n} (lost {res['lost']}), bus cut-offs "
-        f"{res['cutoffs']}, engine hears the bus afterwards: {res['engine_hears_bus_after']}; cpu {cpu}")
+        f"{res['cutoffs']}{' (still delivering at the cap)' if still else ''}, a probe delivered afterwards "
+        f"within 10 s: {res['engine_hears_bus_after']}; cpu {cpu}")
     return res
 
 
@@ -1235,17 +1353,9 @@ def run_engine(ctx):
         run_throughput(ctx, "store_job", args.sj_returns, "engine_tput_store_job")
         run_throughput(ctx, "event", args.returns, "engine_tput_event")
         run_latency(ctx, "engine_latency")
-        burst = run_burst(ctx)
-        if not burst["engine_hears_bus_after"]:
-            ctx.note("after the burst the engine delivered no probe within 15 s (deaf to the bus?); "
-                     "restarting the master for the next scenario")
-            ctx.close_pool()
-            master.stop()
-            master.start(need_engine=True)
-            ctx.open_pool(master)
-            if probe_engine(ctx) is None:
-                raise RuntimeError("engine not delivering after restart")
         run_latency(ctx, "engine_latency_hole", hole_share=args.hole_share)
+        # Last: a burst that overflows the bus leaves the engine catching up for a while.
+        run_burst(ctx)
         ctx.results["scenarios"]["engine_phase"] = {"cutoffs_logged": master.log_count(CUTOFF_LINE)}
     finally:
         ctx.close_pool()
@@ -1258,6 +1368,7 @@ def run_pending(ctx):
     due_n = int(min(args.due_rate * args.due_seconds, args.pending // 2))
     long_n = args.pending - due_n
     wipe_store(master)
+    master.write()  # the injectors read this config: the store must be this master's
     ctx.open_pool(master)
     try:
         jobs = ctx.jobs("pend", long_n)
@@ -1267,18 +1378,23 @@ def run_pending(ctx):
         say(f"  -> {long_n} records in {time.time() - t:.1f} s ({write_rate:.0f} records/s from {args.procs} procs)")
         ctx.close_pool()
 
-        # Watch for the engine's start event (it carries the resumed count).
-        master.start(need_engine=True)
+        # Watch for the engine's start event (it carries the resumed count):
+        # the watcher connects as soon as the bus socket exists.
         watch = {}
-        watcher = threading.Thread(target=_watch_start, args=(master, watch, 300), daemon=True)
+        master.clear_sockets()
+        watcher = threading.Thread(target=_watch_start, args=(master, watch, 600), daemon=True)
         watcher.start()
+        master.start(need_engine=True)
         ctx.open_pool(master)
         ready = probe_engine(ctx, timeout=max(PROBE_WAIT, args.pending / 500))
         watcher.join(5)
         if ready is None:
             raise RuntimeError("engine not delivering after the restart with pending records")
         proc = master.engine_proc()
-        resume_s = (watch["t"] - proc.create_time()) if "t" in watch else None
+        if "t" in watch:
+            resume_s, resume_how = watch["t"] - proc.create_time(), "engine start event"
+        else:  # missed the event (a quick load): the first probe delivered is an upper bound
+            resume_s, resume_how = time.time() - proc.create_time(), "first probe delivered (upper bound)"
         resumed = (watch.get("data") or {}).get("resumed")
         time.sleep(1)
         rss_loaded = engine_rss_mb(ctx)
@@ -1286,6 +1402,7 @@ def run_pending(ctx):
             f"(process start to salt/callbacks/engine/start); RSS {rss_loaded:.1f} MB")
 
         # Records that fall due at due_rate/s, announced like a real publish.
+        wait_for_quiet_machine(ctx, "pending")
         jobs = ctx.jobs("due", due_n)
         est = due_n / max(100.0, write_rate * 0.6) + due_n / args.announce_rate + 4
         t0 = time.time() + est
@@ -1301,30 +1418,43 @@ def run_pending(ctx):
             ctx.note(f"pending: setup overran T0 by {-slack:.1f} s; early TIMEOUTs fired before the window")
         say(f"  -> {args.pending} pending, engine RSS {rss_full:.1f} MB; window starts in {slack:.1f} s")
         meter = CpuMeter(ctx).start()
-        start_profile(ctx, max(3, min(10, args.due_seconds)), "pending_timeouts") if args.profile_pending else None
+        if slack > 0:
+            time.sleep(slack)
+        start_profile(ctx, max(3, min(10, args.due_seconds)), "pending_timeouts")  # --profile pending
         end = t0 + due_n / args.due_rate
         rss_max = rss_full
         while time.time() < end + 1:
             time.sleep(0.5)
             rss_max = max(rss_max, engine_rss_mb(ctx) or 0)
-        got, _ = ctx.receiver.wait_for("due", "TIMEOUT", due_n, timeout=15, stall=5)
+        # Long stall window: the engine can hold its loop for many seconds in one tick.
+        got, still = ctx.receiver.wait_for("due", "TIMEOUT", due_n, timeout=max(30, due_n / 100), stall=30)
+        if still:
+            ctx.note("pending: TIMEOUTs were still arriving when the wait ended")
         cpu = meter.stop()
         finish_profile(ctx)
         by_key = {(jid, dev): d for (jid, dev), d in zip(jobs, deadlines)}
         rows, dups = deliveries(ctx, "due", state="TIMEOUT")
         late = [r[0] - by_key[(r[1], r[2])] for r in rows if (r[1], r[2]) in by_key]
         early = sum(1 for x in late if x < 0)
+        # Lateness along the window (deadline order): constant = a fixed delay, growing = falling behind.
+        ordered = sorted((by_key[(r[1], r[2])], r[0] - by_key[(r[1], r[2])]) for r in rows if (r[1], r[2]) in by_key)
+        tenth = max(1, len(ordered) // 10)
+        along = [round(statistics.median(x for _, x in ordered[i:i + tenth]) * 1000, 1)
+                 for i in range(0, len(ordered), tenth)][:10]
         res = {"pending": args.pending, "long_pending": long_n, "due": due_n, "due_rate": args.due_rate,
                "timeouts_received": len(rows), "missing": due_n - len(rows), "duplicates": dups, "early": early,
-               "lateness": ms_summary(late), "write_rate": write_rate, "resumed": resumed,
-               "resume_s": resume_s, "rss_idle_mb": ctx.results["scenarios"].get("engine_idle", {}).get("rss_mb"),
+               "lateness": ms_summary(late), "lateness_p50_by_tenth_of_window_ms": along,
+               "first_timeout_after_t0_s": (min(r[0] for r in rows) - t0) if rows else None,
+               "write_rate": write_rate, "resumed": resumed,
+               "resume_s": resume_s, "resume_measured_by": resume_how, "rss_idle_mb": ctx.results["scenarios"].get("engine_idle", {}).get("rss_mb"),
                "rss_loaded_mb": rss_loaded, "rss_pending_mb": rss_full, "rss_max_mb": rss_max, "cpu": cpu}
         idle = res["rss_idle_mb"]
         if idle and rss_full:
             res["bytes_per_callback"] = (rss_full - idle) * 2**20 / args.pending
             res["mb_per_100k"] = (rss_full - idle) * 100000 / args.pending
         ctx.results["scenarios"]["pending"] = res
-        say(f"  -> TIMEOUTs {len(rows)}/{due_n}, lateness {res['lateness']}; cpu {cpu}")
+        say(f"  -> TIMEOUTs {len(rows)}/{due_n}, lateness {res['lateness']}; median lateness along the "
+            f"window (ms): {along}; cpu {cpu}")
         run_store_scale(ctx, jobs)
     finally:
         ctx.close_pool()
@@ -1336,6 +1466,11 @@ def _watch_start(master, out, timeout):
     import salt.config
     import salt.utils.event
 
+    deadline = time.time() + 120
+    while not (master.sock_dir / "master_event_pub.ipc").exists():
+        if time.time() > deadline:
+            return
+        time.sleep(0.01)
     opts = salt.config.master_config(str(master.conf_path))
     try:
         with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as ev:
@@ -1395,11 +1530,12 @@ def run_store_scale(ctx, due_jobs):
         res, value = _timed(lambda kw=kw: call("callbacks.list", **kw), repeat, args.store_cap)
         res["returned"] = len(value) if isinstance(value, list) else str(value)[:200]
         out[name] = res
-    # The same calls without the runner machinery (the core function directly).
+    # The store read alone, without the runner machinery.
     from salt_callbacks import factory
 
-    res, _ = _timed(lambda: factory.get(opts, due_jobs[0][1], due_jobs[0][0]), 20, 30)
-    out["get_core"] = res
+    store = factory.build_store(opts, factory.load_config(opts))
+    res, _ = _timed(lambda: store.get(due_jobs[0][1], due_jobs[0][0]), 20, 30)
+    out["store_get"] = res
     ctx.results["scenarios"]["store"] = out
     say(f"  -> {json.dumps(out)}")
 
@@ -1435,6 +1571,7 @@ def run_baseline(ctx):
         n = args.baseline_returns
         jobs = ctx.jobs("base", n)
         ctx.pool.prep_jobcache(jobs, with_return=False, timeout=120 + n / 50)
+        wait_for_quiet_machine(ctx, "baseline_tput")
         say(f"baseline/throughput: {n} returns via store_job into the Reactor + http.query "
             f"(wait <= {args.baseline_wait:.0f} s)")
         cut0 = master.log_count(CUTOFF_LINE)
@@ -1453,6 +1590,7 @@ def run_baseline(ctx):
 
         n = args.burst
         jobs = ctx.jobs("rburst", n)
+        wait_for_quiet_machine(ctx, "baseline_burst")
         say(f"baseline/burst: {n} returns fired as fast as the injectors can (event injection)")
         cut0 = master.log_count(CUTOFF_LINE)
         meter = CpuMeter(ctx).start()
@@ -1524,7 +1662,7 @@ def build_report(ctx):
     lsum = lat.get("latency", {})
     rate_ok = lat.get("offered_rate") and lat["offered_rate"] >= 0.95 * args.rate
     blat = base.get("latency", {})
-    hl = http.get("latency", {})
+    hl = bus.get("latency", {}).get("latency", {})  # the bus's own latency at the same rate
     label = f"@{fmt(lat.get('offered_rate'))}/s"
     rows.append((f"latency p50 ms {label}", fmt(lsum.get("p50_ms"), 2), fmt(blat.get("p50_ms"), 0),
                  fmt(hl.get("p50_ms"), 2), "-", ""))
@@ -1544,7 +1682,9 @@ def build_report(ctx):
     tlabel = f"{fmt(pend.get('pending'))} pending, {fmt(pend.get('due_rate'))}/s due"
     rows.append((f"TIMEOUT lateness p50 ms ({tlabel})", fmt(late.get("p50_ms"), 1), "-", "-", "-", ""))
     lp99 = late.get("p99_ms")
-    rows.append(("TIMEOUT lateness p99 ms", fmt(lp99, 1), "-", "-", "<100",
+    missing = pend.get("missing")
+    lp99_text = fmt(lp99, 1) + (f" ({fmt(missing)} never came)" if missing else "")
+    rows.append(("TIMEOUT lateness p99 ms", lp99_text, "-", "-", "<100",
                  verdict(None if lp99 is None else (lp99 < 100 and pend.get("missing", 1) == 0))))
     rows.append(("TIMEOUT lateness max ms", fmt(late.get("max_ms"), 1), "-", "-", "-", ""))
     rss = pend.get("rss_pending_mb")
@@ -1558,7 +1698,9 @@ def build_report(ctx):
     eb, bb = s.get("engine_burst", {}), s.get("baseline_burst", {})
     blost = bb.get("lost")
     blabel = fmt(blost) + (" (cap)" if bb.get("still_delivering_at_cap") else "") if blost is not None else "-"
-    rows.append((f"burst of {fmt(args.burst)}: returns lost", fmt(eb.get("lost")), blabel, "-", "0",
+    elabel = (fmt(eb.get("lost")) + (" (cap)" if eb.get("still_delivering_at_cap") else "")
+              if eb.get("lost") is not None else "-")
+    rows.append((f"burst of {fmt(args.burst)}: not delivered", elabel, blabel, "-", "0",
                  verdict(None if eb.get("lost") is None else eb["lost"] == 0)))
 
     st = s.get("store", {})
@@ -1586,6 +1728,12 @@ def build_report(ctx):
     lines.append(f"engine / Reactor baseline: {fmt(ratio, 1)}x (event injection), "
                  f"{fmt(sj / base_rate if sj and base_rate else None, 1)}x (store_job injection); "
                  f"baseline {fmt(base_rate, 1)} webhooks/s")
+    if base.get("latency", {}).get("n"):
+        lines.append(f"baseline latency column: the Reactor's own throughput run ({fmt(base.get('returns'))} returns "
+                     f"injected at once), not the engine's rate")
+    for prof in ctx.results.get("profiles", {}).values():
+        top = ", ".join(f"{name} {pc}%" for name, pc in prof["top_categories_pct"][:3])
+        lines.append(f"engine loop during {prof['scenario']}: {prof['idle_in_epoll_pct']}% idle; {top}")
     bg = [(k, v["cpu"]["background"]) for k, v in s.items() if isinstance(v, dict) and "cpu" in v]
     if bg:
         worst = max(bg, key=lambda kv: kv[1])
@@ -1602,21 +1750,22 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (< ~60-90 s)")
-    p.add_argument("--returns", type=int, default=20000, help="returns for the event-injection throughput run")
-    p.add_argument("--sj-returns", type=int, default=4000, help="returns for the store_job throughput runs")
+    p.add_argument("--returns", type=int, default=10000, help="returns for the event-injection throughput run")
+    p.add_argument("--sj-returns", type=int, default=3000, help="returns for the store_job throughput runs")
+    p.add_argument("--tput-seconds", type=float, default=10, help="cap on each closed-loop throughput run (s)")
     p.add_argument("--pending", type=int, default=100000, help="pending callbacks for the TIMEOUT/memory run")
     p.add_argument("--burst", type=int, default=15000, help="returns in one burst (engine and baseline)")
     p.add_argument("--procs", type=int, default=4, help="injector processes")
     p.add_argument("--rate", type=float, default=1000, help="returns/s for the latency runs")
-    p.add_argument("--latency-seconds", type=float, default=10)
+    p.add_argument("--latency-seconds", type=float, default=5)
     p.add_argument("--hole-share", type=float, default=0.1, help="share of returns aimed at a dead receiver")
     p.add_argument("--due-rate", type=float, default=1000, help="deadlines falling due per second")
-    p.add_argument("--due-seconds", type=float, default=10)
+    p.add_argument("--due-seconds", type=float, default=5)
     p.add_argument("--announce-rate", type=float, default=2000, help="new events/s when announcing jobs ahead")
-    p.add_argument("--baseline-returns", type=int, default=1000)
+    p.add_argument("--baseline-returns", type=int, default=500)
     p.add_argument("--baseline-wait", type=float, default=60, help="cap on the baseline throughput run (s)")
-    p.add_argument("--baseline-burst-wait", type=float, default=60, help="cap on the baseline burst wait (s)")
-    p.add_argument("--burst-wait", type=float, default=120, help="cap on the engine burst wait (s)")
+    p.add_argument("--baseline-burst-wait", type=float, default=45, help="cap on the baseline burst wait (s)")
+    p.add_argument("--burst-wait", type=float, default=90, help="cap on the engine burst wait (s)")
     p.add_argument("--window", type=int, default=3000, help="max outstanding returns in closed-loop runs")
     p.add_argument("--devices", type=int, default=1000, help="distinct device ids per scenario")
     p.add_argument("--http-requests", type=int, default=20000)
@@ -1626,21 +1775,45 @@ def parse_args(argv):
     p.add_argument("--callbacks", default="{}", help="JSON merged into the engine's callbacks: block")
     p.add_argument("--only", default="http,bus,engine,pending,baseline",
                    help="comma list of parts to run: http,bus,engine,pending,baseline")
-    p.add_argument("--profile", action="store_true", help="py-spy the engine during the event throughput run")
-    p.add_argument("--profile-pending", action="store_true", help="py-spy the engine during the TIMEOUT window")
+    p.add_argument("--profile", default="",
+                   help="comma list of tput,pending,burst: py-spy (--idle, raw) the engine's main thread during "
+                        "the event throughput run / the TIMEOUT window / the burst recovery (needs py-spy in the venv)")
+    p.add_argument("--quiet-wait", type=float, default=10,
+                   help="before each scenario wait up to this many s for other processes to go quiet (0: no wait)")
+    p.add_argument("--quiet-cores", type=float, default=0.3,
+                   help="'quiet' = processes outside the bench use fewer cores than this")
     p.add_argument("--json", default=str(BENCH / "results.json"))
     args = p.parse_args(argv)
     if args.quick:
-        defaults = {"returns": 3000, "sj_returns": 500, "pending": 5000, "burst": 3000, "rate": 500,
-                    "latency_seconds": 3, "due_rate": 500, "due_seconds": 3, "baseline_returns": 60,
-                    "baseline_wait": 20, "baseline_burst_wait": 10, "burst_wait": 30, "http_requests": 3000,
-                    "store_cap": 10, "procs": 2}
+        defaults = {"returns": 1000, "sj_returns": 200, "pending": 2000, "burst": 1000, "rate": 300,
+                    "latency_seconds": 2, "due_rate": 300, "due_seconds": 2, "baseline_returns": 30,
+                    "baseline_wait": 10, "baseline_burst_wait": 5, "burst_wait": 20, "http_requests": 2000,
+                    "store_cap": 5, "procs": 2, "quiet_wait": 0, "tput_seconds": 3}
         for key, value in defaults.items():
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)
     args.callbacks_overrides = json.loads(args.callbacks)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
+    args.profile = {x.strip() for x in args.profile.split(",") if x.strip()}
     return args
+
+
+def code_state():
+    """Which engine was measured: the commit, local changes, and a hash of the package."""
+    import hashlib
+
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "salt_callbacks").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "dirty": git("status", "--porcelain", "--", "salt_callbacks", "_engines", "_runners", "_returners"),
+            "salt_callbacks_sha256": digest.hexdigest()[:16]}
 
 
 def main(argv=None):
@@ -1650,8 +1823,10 @@ def main(argv=None):
         shutil.rmtree(BENCH)
     BENCH.mkdir(parents=True)
     ctx = Ctx(args)
-    ctx.results["config"] = {k: v for k, v in vars(args).items() if k not in ("only",)}
+    ctx.results["config"] = {k: v for k, v in vars(args).items() if k not in ("only", "profile")}
     ctx.results["config"]["only"] = sorted(args.only)
+    ctx.results["config"]["profile"] = sorted(args.profile)
+    ctx.results["code"] = code_state()
     ctx.results["machine"] = {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
                               "python": sys.version.split()[0]}
     failed = None

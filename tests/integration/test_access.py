@@ -269,3 +269,19 @@ def test_salt_api_consumers_may_pass_the_runner_arguments_as_top_level_keys(api,
     returned = request.json["response"]["data"]["return"]
     assert returned["args"] == ["a", "b"] and returned["kwargs"]["c"] == 1
     assert request.json["jid"] == published["jid"]
+
+
+def test_a_salt_api_local_async_job_with_callback_metadata_is_signed_for_its_publisher(api, receiver, hook):
+    path, url = hook
+    response = requests.post(
+        api,
+        json=[{"client": "local_async", "tgt": "cb-acl-minion", "fun": "test.ping",
+               "metadata": {"callback_url": url, "callback_timeout": 30}}],
+        headers={"X-Auth-Token": login(api, "alice")},
+        timeout=60,
+    )
+    response.raise_for_status()
+    jid = response.json()["return"][0]["jid"]
+    (request,) = receiver.wait_for(path, 1)
+    assert request.json["jid"] == jid and request.json["state"] == "COMMAND_EXECUTED"
+    assert_verifies(request, ALICE, ALICE.encode("utf-8"))

@@ -127,3 +127,14 @@ def test_runner_output_works_with_salts_outputters(master, minion, outputter):
     bad = cli.run(f"--out={outputter}", "callbacks.execute", minion.id, "test.ping", "callback_timeout=0")
     assert bad.returncode == 2
     assert "callback_timeout" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_a_local_client_job_with_callback_metadata_gets_webhooks(master, minion, salt_run, receiver, hook):
+    import salt.client
+
+    path, url = hook
+    with salt.client.get_local_client(mopts=dict(master.config)) as client:  # a copy: it writes into mopts
+        published = client.run_job(minion.id, "test.ping", metadata={"callback_url": url, "callback_timeout": 20})
+    (request,) = receiver.wait_for(path, 1)
+    assert request.json["jid"] == published["jid"] and request.json["state"] == "COMMAND_EXECUTED"
+    assert get_record(salt_run, minion.id, published["jid"])["timeout"] == 20
