@@ -35,9 +35,17 @@ STOP_WAIT = 15
 
 # What a checkout holds that is not source: never copied into the build tree.
 _NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
-    ".demo", ".bench", ".pytest_cache",
+    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
+    ".demo", ".bench", ".matrix", ".pytest_cache",
 )
+
+
+def clean_checkout(workdir):
+    """A copy of the checkout as a fresh clone has it (no virtualenvs, no
+    scratch folders), so Salt's fileserver walks source, not .venv."""
+    target = workdir / "checkout"
+    shutil.copytree(REPO, target, ignore=_NOT_SOURCE, symlinks=True)
+    return target
 
 
 # -- the wheel ----------------------------------------------------------------

@@ -35,7 +35,7 @@ with ``PYTHONPATH``/``PYTHONHOME``/``VIRTUAL_ENV`` removed.
   dist, whose module and whose ``get_dirs()`` folders are inside the venv,
   and no sys.path entry inside the checkout. Afterwards the master's
   ``extension_modules`` must hold no ``callbacks.py``.
-- file_roots test: ``file_roots: {base: [<this checkout>]}``. The core package
+- file_roots test: ``file_roots: {base: [<a clean copy of this checkout>]}`` (no virtualenvs: Salt would walk them). The core package
   is copied from the wheel *without* its dist-info (so there is no entry
   point) and without the wheel's copies of the Salt modules. Before the sync
   the master must answer that ``callbacks.list`` is not available and must not
@@ -209,7 +209,8 @@ def test_the_repo_as_a_file_roots_root_with_saltutil_sync_all(wheel, shared_site
     assert "salt-callbacks" not in seen["dists"]
 
     layout = ih.Layout(root, "roots-minion")
-    master_config = ih.write_configs(layout, _master_settings(file_roots={"base": [str(ih.REPO)]}))
+    checkout = ih.clean_checkout(root)
+    master_config = ih.write_configs(layout, _master_settings(file_roots={"base": [str(checkout)]}))
     assert not _loader_settings(master_config)
 
     with ih.Daemons(env, layout) as daemons:
