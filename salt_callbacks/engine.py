@@ -4,8 +4,9 @@ Lifecycle, top to bottom::
 
     startup()    load every unfinished record from the store, queue its
                  deadline and its pending deliveries
-    main_loop()  tick every TICK seconds: on_tick(now) fires due TIMEOUTs,
-                 starts due retries and sweeps expired records
+    main_loop()  tick at the next deadline or retry, at most TICK apart:
+                 on_tick(now) fires due TIMEOUTs, starts due retries and
+                 sweeps expired records; the writer flushes beside it
     shutdown()   stop taking events, let in-flight attempts finish up to a
                  grace period, then cancel the rest (they stay pending in the
                  store and are retried at the next start)
@@ -29,6 +30,7 @@ interval: their payloads go out again with the same ``webhook-id``
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import heapq
 import itertools
@@ -46,7 +48,8 @@ from .writer import RecordWriter
 
 log = logging.getLogger(__name__)
 
-#: Seconds between ticks; bounds how late a TIMEOUT or a retry can start.
+#: Longest sleep between ticks (the loop wakes earlier for the next deadline
+#: or retry); bounds how late the sweep and state read in a thread are seen.
 TICK = 0.05
 #: Jids known to have no callback records, remembered so their returns cost no store read.
 UNREGISTERED_MEMORY = 50000
@@ -54,6 +57,8 @@ UNREGISTERED_MEMORY = 50000
 NEW_JOBS_MEMORY = 10000
 #: Seconds that in-flight attempts may run on after shutdown begins.
 SHUTDOWN_GRACE = 5.0
+#: Jobs read from the store per batch, off the loop.
+LOOKUP_BATCH = 500
 #: TIMEOUTs fired per tick at most: a herd of overdue deadlines (after a
 #: restart, say) is spread over ticks instead of stalling the loop.
 DEADLINES_PER_TICK = 2000
@@ -93,6 +98,9 @@ class CallbackEngine:
         self._host_slots = {}  # (host, port) -> [Semaphore, users]: a slow receiver holds only its own
         self._next_sweep = 0.0
         self._sweeping = None  # the running sweep task, if any
+        self._lookups = collections.OrderedDict()  # jid -> {"minions", "returns"}, awaiting a read
+        self._lookup_task = None
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="callbacks-reader")
         self._stopping = False
         self.writer = RecordWriter(store)
         # While records are read in another thread, the keys finished meanwhile,
@@ -110,13 +118,22 @@ class CallbackEngine:
         writer = asyncio.get_running_loop().create_task(self.writer.run(should_exit))
         try:
             while not should_exit.is_set():
-                self.on_tick(self.clock())
+                now = self.clock()
+                self.on_tick(now)
                 try:
-                    await asyncio.wait_for(should_exit.wait(), TICK)
+                    await asyncio.wait_for(should_exit.wait(), self._until_next_due(now))
                 except asyncio.TimeoutError:
                     pass
         finally:
             await writer
+
+    def _until_next_due(self, now):
+        """Seconds to sleep: until the next deadline or retry, at most ``TICK``,
+        so a TIMEOUT goes out on time rather than on the next tick."""
+        upcoming = [heap[0][0] for heap in (self._deadlines, self._due) if heap]
+        if not upcoming:
+            return TICK
+        return min(TICK, max(0.001, min(upcoming) - now))
 
     async def shutdown(self, grace=SHUTDOWN_GRACE):
         self._stopping = True
@@ -133,6 +150,7 @@ class CallbackEngine:
             log.error("callbacks engine: %d record(s) could not be written before stopping; their "
                       "payloads are sent again at the next start", self.writer.pending())
         self.writer.close()
+        self._reader.shutdown(wait=False, cancel_futures=True)
         await self.transport.close()
         log.info("callbacks engine stopped")
 
@@ -188,9 +206,7 @@ class CallbackEngine:
 
     def _apply_unfinished(self, snapshot):
         count = 0
-        finished = self._finished_during_read
-        if not self._reads:
-            self._finished_during_read = set()
+        finished = self._take_finished_during_read()
         for jid, records, returns in snapshot:
             for record in records:
                 if record.key not in finished:  # else the copy read is older than the engine's
@@ -259,15 +275,68 @@ class CallbackEngine:
     def on_job_published(self, jid, minions=None):
         """Track a job's records. ``minions``: whom the master published to;
         a record for anyone else is about to be removed by the runner."""
-        if jid in self._unregistered:
-            return
-        records = self.store.records_of_job(jid)
+        if jid not in self._unregistered:
+            self._look_up(jid, minions=minions)
+
+    # -- reading jobs off the loop ----------------------------------------
+    #
+    # A store read costs ~0.2 ms in salt.cache (most of it Salt's loader), and
+    # every published job needs one. So the loop only queues the jid; a task
+    # reads batches of jobs in a thread and tracks their records. A return
+    # that needs the store waits for its job's read instead of reading itself.
+
+    def _look_up(self, jid, minions=None, ret=None):
+        waiting = self._lookups.get(jid)
+        if waiting is None:
+            waiting = self._lookups[jid] = {"minions": minions, "returns": []}
+            if self._lookup_task is None or self._lookup_task.done():
+                self._lookup_task = asyncio.get_running_loop().create_task(self._read_lookups())
+        elif minions is not None:
+            waiting["minions"] = minions
+        if ret is not None:
+            waiting["returns"].append(ret)
+
+    async def _read_lookups(self):
+        loop = asyncio.get_running_loop()
+        while self._lookups:
+            batch = list(itertools.islice(self._lookups, LOOKUP_BATCH))
+            self._reads += 1
+            try:
+                found = await loop.run_in_executor(self._reader, self._read_jobs, batch)
+            except Exception:  # boundary: a failing store must not stop the engine
+                log.error("callbacks: could not read %d job(s) from the store; their returns wait for "
+                          "the next catch-up", len(batch), exc_info=True)
+                found = {}
+            finally:
+                self._reads -= 1
+            finished = self._take_finished_during_read()
+            for jid in batch:
+                waiting = self._lookups.pop(jid, None)
+                if waiting is not None:
+                    self._apply_lookup(jid, found.get(jid), waiting, finished)
+
+    def _read_jobs(self, jids):
+        # In the reader thread: reads only.
+        return {jid: self.store.records_of_job(jid) for jid in jids}
+
+    def _apply_lookup(self, jid, records, waiting, finished):
+        if records is None:
+            return  # the read failed: reconcile picks the job up
         if not records:
             self._remember_unregistered(jid)
             return
+        minions = waiting["minions"]
         for record in records:
-            if minions is None or record.device_id in minions:
+            if record.key not in finished and (minions is None or record.device_id in minions):
                 self._track(record)
+        for device_id, data in waiting["returns"]:
+            self._accept_return(jid, device_id, data, looked_up=True)
+
+    def _take_finished_during_read(self):
+        finished = self._finished_during_read
+        if not self._reads:
+            self._finished_during_read = set()
+        return finished
 
     def on_job_changed(self, jid):
         """The runner changed a job's records after publishing it (the master
@@ -333,17 +402,14 @@ class CallbackEngine:
                         jid, device_id, TRIMMED)
         self._accept_return(jid, device_id, data)
 
-    def _accept_return(self, jid, device_id, data):
+    def _accept_return(self, jid, device_id, data, looked_up=False):
         record = self.live.get((jid, device_id))
         if record is None:
-            if jid in self._unregistered:
-                return
-            if self.store.job(jid) is None:
-                self._remember_unregistered(jid)
-                return
-            record = self.store.get(device_id, jid)
-            if record is None:
-                return  # a device the job did not target, or an expired record
+            if jid not in self._unregistered and not looked_up:
+                self._look_up(jid, ret=(device_id, data))
+            # Else: a job without callbacks, a device it did not target, an
+            # expired record, or a duplicate of a finished one.
+            return
         now = self.clock()
         if record.expires_at(self.config.retention) <= now:
             return  # past retention: the sweep is removing it

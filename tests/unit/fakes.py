@@ -223,9 +223,9 @@ async def settle(engine):
     store, what stays dirty waits for the writer's next try)."""
     for _ in range(MAX_PASSES):
         tasks = list(engine._in_flight.values())  # pylint: disable=protected-access
-        sweep = engine._sweeping  # pylint: disable=protected-access
-        if sweep is not None and not sweep.done():
-            tasks.append(sweep)
+        for task in (engine._sweeping, engine._lookup_task):  # pylint: disable=protected-access
+            if task is not None and not task.done():
+                tasks.append(task)
         if tasks:
             await asyncio.gather(*tasks)
             await asyncio.sleep(0)  # let done-callbacks drop finished tasks

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from salt_callbacks import engine as engine_module
 from salt_callbacks import service, signing
 from salt_callbacks.records import DELIVERED_STATUS, DROPPED, FAILED, PENDING, isoformat
 from salt_callbacks.retry import RetrySchedule
@@ -790,11 +791,14 @@ def test_a_failing_store_does_not_stop_events_or_ticks():
         await settle(rig.engine)
         rig.backend.fail = None
         rig.engine.on_event(f"salt/job/{jid(4)}/new", {})  # still handling events
+        await settle(rig.engine)
 
     run(scenario())
 
     assert [json.loads(c["body"])["state"] for c in rig.transport.calls] == ["TIMEOUT"]
-    assert rig.backend.calls[-1] == ("fetch", "callbacks/jobs", jid(4))
+    assert ("fetch", "callbacks/jobs", jid(4)) in rig.backend.calls
+    # What could not be written then is written once the store is back.
+    assert rig.stored(record).delivery("TIMEOUT").status == DELIVERED_STATUS
 
 
 def test_a_store_failure_while_saving_an_attempt_does_not_lose_the_retry():
@@ -903,6 +907,7 @@ def execute_with_re_resolution(rig):
             callback_timeout=60,
         )
         assert published == {"jid": jid(1), "minions": ["dev1", "dev3"]}
+        await settle(rig.engine)  # the engine reads the job's records off its loop
         await rig.tick(T0 + 60)
 
     run(scenario())
@@ -1012,6 +1017,7 @@ def test_a_jid_with_no_records_costs_no_further_store_reads():
         await rig.engine.startup()
         rig.backend.calls.clear()
         rig.engine.on_event(f"salt/job/{jid(7)}/ret/dev1", OK)
+        await settle(rig.engine)
         assert rig.backend.count("fetch") == 1
         for device in ("dev1", "dev2", "dev3"):
             rig.engine.on_event(f"salt/job/{jid(7)}/ret/{device}", OK)
@@ -1032,10 +1038,12 @@ def test_a_job_event_without_records_spares_the_store_for_its_returns():
         await rig.engine.startup()
         rig.backend.calls.clear()
         rig.engine.on_event(f"salt/job/{jid(8)}/new", {})
+        await settle(rig.engine)
         reads = len(rig.backend.calls)
         assert reads >= 1
         rig.engine.on_event(f"salt/job/{jid(8)}/ret/dev1", OK)
         rig.engine.on_event(f"salt/job/{jid(8)}/ret/dev2", OK)
+        await settle(rig.engine)
         assert len(rig.backend.calls) == reads
 
     run(scenario())
@@ -1099,3 +1107,19 @@ def test_the_main_loop_ticks_until_told_to_exit():
 
     assert states(rig) == ["TIMEOUT"]
     assert rig.transport.closed
+
+
+def test_the_main_loop_wakes_for_the_next_deadline_rather_than_the_next_tick():
+    rig = new_rig()
+    soon = make_record(created=T0, timeout=60)
+    rig.add(soon)
+
+    async def scenario():
+        await rig.engine.startup()
+        return (rig.engine._until_next_due(T0 + 59.99),  # pylint: disable=protected-access
+                rig.engine._until_next_due(T0))  # pylint: disable=protected-access
+
+    near, far = run(scenario())
+
+    assert near == pytest.approx(0.01, abs=1e-6)
+    assert far == engine_module.TICK

@@ -1,6 +1,6 @@
 """The engine writes behind its loop: what it promises about when state reaches the store.
 
-The loop never calls the store's ``store``; a record changed several times
+The loop never calls the store (reads and writes run in threads); a record changed several times
 between two flushes is written once; whatever relies on a write (a retry, a
 redelivery, an outcome event, forgetting a finished record) happens only after
 it. Sends that are durable elsewhere (a return in Salt's job cache, a deadline
@@ -215,3 +215,23 @@ def test_a_record_finished_while_the_start_read_ran_is_not_brought_back():
 
     assert seen["resumed"] == 0
     assert rig.transport.states() == ["COMMAND_EXECUTED"]  # no TIMEOUT from the stale copy
+
+
+def test_the_loop_reads_no_job_itself_and_a_return_that_beats_the_read_waits_for_it():
+    rig = new_rig()
+    record = make_record(created=T0)
+    rig.add(record)
+    seen = {}
+
+    async def scenario():
+        rig.backend.calls.clear()
+        rig.publish(record)  # the job is announced...
+        rig.ret(record, OK)  # ...and its return comes before the engine has read it
+        seen["store_calls_on_the_loop"] = list(rig.backend.calls)
+        await settle(rig.engine)
+
+    run(scenario())
+
+    assert seen["store_calls_on_the_loop"] == []
+    assert rig.transport.states() == ["COMMAND_EXECUTED"]
+    assert rig.stored(record).delivery("COMMAND_EXECUTED").status == DELIVERED_STATUS
