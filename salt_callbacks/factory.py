@@ -221,9 +221,16 @@ def build_api(opts):
 def run_api(opts):
     """Serve the HTTP API until SIGTERM/SIGINT. Called by ``_netapi/callbacks_api.py``."""
     from . import httpapi  # pylint: disable=import-outside-toplevel
+    from .exceptions import CallbackError  # pylint: disable=import-outside-toplevel
 
-    api, api_config = build_api(opts)
-    tls = httpapi.ssl_context(api_config)
+    try:
+        api, api_config = build_api(opts)
+        tls = httpapi.ssl_context(api_config)
+    except CallbackError as exc:
+        # A bad setting or an unusable key file: one clear line, no traceback.
+        # (salt-api restarts the process, so the line repeats until it is fixed.)
+        log.error("callbacks API not started: %s", exc)
+        return
 
     async def main():
         loop = asyncio.get_running_loop()

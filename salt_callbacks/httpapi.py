@@ -23,6 +23,7 @@ from .exceptions import (
     AccessDeniedError,
     AuthenticationError,
     CallbackError,
+    ConfigError,
     FieldErrors,
     InputError,
     InvalidPageError,
@@ -195,7 +196,10 @@ def ssl_context(config):
     if config.disable_ssl:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.ssl_crt, config.ssl_key)
+    try:
+        context.load_cert_chain(config.ssl_crt, config.ssl_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"callbacks_api:ssl_crt/ssl_key ({config.ssl_crt}, {config.ssl_key}) cannot be loaded: {exc}"]) from exc
     return context
 
 

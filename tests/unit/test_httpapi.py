@@ -394,3 +394,13 @@ def test_serve_speaks_tls_with_the_configured_certificate_and_stops_on_request(r
 
     status, body = run(scenario())
     assert status == 200 and body["count"] == 3
+
+
+def test_an_unloadable_certificate_is_a_config_error_naming_the_keys(tmp_path):
+    from salt_callbacks import httpapi
+    from salt_callbacks.apiconfig import ApiConfig
+    from salt_callbacks.exceptions import ConfigError
+
+    config, _ = ApiConfig.from_mapping({"port": 1, "ssl_crt": str(tmp_path / "no.crt"), "ssl_key": str(tmp_path / "no.key")})
+    with pytest.raises(ConfigError, match="callbacks_api:ssl_crt/ssl_key"):
+        httpapi.ssl_context(config)
