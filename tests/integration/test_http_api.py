@@ -154,6 +154,22 @@ def test_login_gives_a_salt_eauth_token_that_salts_own_store_holds(api, api_mast
     assert salt.auth.LoadAuth(api_master.config).get_tok(token)["name"] == "alice"
 
 
+def test_any_salt_eauth_token_is_accepted_but_a_rest_cherrypy_session_id_is_not(api, api_master):
+    # A token Salt's LoadAuth minted (as the master does for `salt -T`), not through this API.
+    minted = salt.auth.LoadAuth(api_master.config).mk_token(
+        {"username": "bob", "password": PASSWORD, "eauth": "auto"})["token"]
+    TOKENS.append(minted)
+    assert call(api, "GET", "/dongle/devices/", minted, "Bearer")[1]["results"] == [{"id": MINION, "unit_id": MINION}]
+    # rest_cherrypy's /login answers with its own session id, which is not a Salt eauth token.
+    rest = f"http://127.0.0.1:{api_master.config['rest_cherrypy']['port']}"
+    response = requests.post(f"{rest}/login", json={"username": "bob", "password": PASSWORD, "eauth": "auto"},
+                             timeout=30)
+    response.raise_for_status()
+    session_id = response.json()["return"][0]["token"]
+    TOKENS.append(session_id)
+    assert call(api, "GET", "/dongle/devices/", session_id, "Bearer")[0] == 401
+
+
 def test_login_with_an_eauth_backend_that_is_not_enabled_is_refused(api):
     status, body = call(api, "POST", "/auth/login/", body={"username": "alice", "password": "x", "eauth": "pam"})
     assert (status, body) == (401, {"detail": "Unable to log in with provided credentials."})
