@@ -166,6 +166,10 @@ def _secrets(value, problems):
         return {}
     secrets = {}
     for user, spec in value.items():
+        if str(user).startswith("sealed:"):
+            # Records of the HTTP API name their signer "sealed:..." (see sealing.py).
+            problems.append(f"callbacks:secrets:{user}: user names starting with 'sealed:' are reserved")
+            continue
         # Messages name the user and the position, never the secret.
         items = spec if isinstance(spec, (list, tuple)) else [spec]
         bad = [i for i, item in enumerate(items) if _secret_problem(item)]

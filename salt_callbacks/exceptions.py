@@ -5,12 +5,15 @@ The tree, so a caller can catch exactly what it can handle::
     CallbackError                  base: "something salt-callbacks refused or could not do"
     ├── ConfigError                the master's ``callbacks:`` block is wrong
     ├── InputError                 a runner/API argument is wrong (names the parameter)
-    │   └── NoMinionsError         the target matched no minion: nothing was published
+    │   ├── NoMinionsError         the target matched no minion: nothing was published
+    │   └── FieldErrors            several HTTP API body fields are wrong (``fields``: name -> [messages])
     ├── SigningError               no usable secret for a record's signer
     ├── DeliveryError              one HTTP attempt failed (carries the redacted URL)
     ├── StoreError                 the callback store could not be read or written
-    ├── NotFoundError              no such callback record (or it has expired)
+    ├── NotFoundError              no such callback record (or it has expired), or no such device
+    ├── InvalidPageError           a page of a listing past its last page
     ├── AccessDeniedError          the caller may not run that command on that target
+    ├── AuthenticationError        the HTTP API got no usable token (missing, malformed, unknown, expired)
     └── VerificationError          a webhook's signature did not verify (receiver side)
 
 Salt adapters turn these into Salt's conventions (an error dict with ``retcode``
@@ -35,6 +38,7 @@ class InputError(CallbackError):
 
     def __init__(self, param, message):
         self.param = param
+        self.message = message
         super().__init__(f"{param}: {message}")
 
 
@@ -47,6 +51,15 @@ class NoMinionsError(InputError):
         super().__init__(
             "device_id", f"no minion matched target {target!r} (tgt_type={tgt_type})"
         )
+
+
+class FieldErrors(InputError):
+    """Every invalid field of one HTTP API request body, reported together."""
+
+    def __init__(self, fields):
+        self.fields = {name: list(messages) for name, messages in fields.items()}
+        first = next(iter(self.fields))
+        super().__init__(first, "; ".join(self.fields[first]))
 
 
 class SigningError(CallbackError):
@@ -81,7 +94,19 @@ class NotFoundError(CallbackError):
     def __init__(self, device_id, jid):
         self.device_id = device_id
         self.jid = jid
-        super().__init__(f"no callback record for device {device_id!r} and jid {jid!r} (never created, or expired)")
+        if jid is None:
+            super().__init__(f"no device {device_id!r} (one accepted minion id)")
+        else:
+            super().__init__(f"no callback record for device {device_id!r} and jid {jid!r} (never created, or expired)")
+
+
+class InvalidPageError(CallbackError):
+    """A page number past the last page of a listing."""
+
+    def __init__(self, page, pages):
+        self.page = page
+        self.pages = pages
+        super().__init__(f"page {page} does not exist (there are {pages})")
 
 
 class AccessDeniedError(CallbackError):
@@ -95,6 +120,15 @@ class AccessDeniedError(CallbackError):
             f"user {user!r} may not run {command} on {target!r} "
             "(not allowed by external_auth or publisher_acl)"
         )
+
+
+class AuthenticationError(CallbackError):
+    """The HTTP API request carries no valid credentials. ``detail`` is safe to
+    show the caller: it never contains the token."""
+
+    def __init__(self, detail):
+        self.detail = detail
+        super().__init__(detail)
 
 
 class VerificationError(CallbackError):

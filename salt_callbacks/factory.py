@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 
-from . import saltio, service
+from . import apiconfig, saltio, sealing, service
 from .config import CallbacksConfig, unknown_keys_message
 from .engine import CallbackEngine
 from .exceptions import InputError
@@ -39,9 +39,23 @@ def build_store(opts, config):
 
 
 def keys_for(config, opts=None):
-    """``signer -> [current key, ...]``, reading ``sdb://`` secrets through Salt's sdb."""
+    """``signer -> [current key, ...]``, reading ``sdb://`` secrets through Salt's sdb.
+
+    A sealed signer (a record made by the HTTP API) is the caller's token,
+    opened with the master's key file: the webhook is signed with the token.
+    """
     fetch = saltio.sdb_fetcher(opts) if opts is not None else None
-    return SecretResolver(config.secrets, fetch_sdb=fetch).keys
+    resolver = SecretResolver(config.secrets, fetch_sdb=fetch)
+    opener = sealing.KeyFileOpener(apiconfig.key_file_path(opts)) if opts is not None else None
+
+    def keys(signer):
+        if sealing.is_sealed(signer):
+            if opener is None:
+                raise sealing.SealError("no key file is configured to open the caller's sealed token")
+            return [opener.open(signer)]
+        return resolver.keys(signer)
+
+    return keys
 
 
 def publisher(opts):
@@ -162,3 +176,67 @@ def list_records(opts, user, device_id=None, state=None, limit=100):
     config = load_config(opts, "callbacks runner")
     may_see = saltio.SaltPermissions(opts).visible_devices(user)
     return service.list_records(config, build_store(opts, config), time.time, device_id, state, limit, may_see)
+
+
+# -- the HTTP API (salt-api module callbacks_api) ----------------------------------
+
+
+def build_api(opts):
+    """The HTTP API's parts from master opts: ``(CallbacksApi, ApiConfig)``.
+
+    Creates the key file that seals callers' tokens on first use (0600, in
+    the master's ``pki_dir`` unless ``callbacks_api:key_file`` says otherwise).
+    """
+    from .apiauth import Authenticator, token_pattern  # pylint: disable=import-outside-toplevel
+    from .apiservice import ApiService  # pylint: disable=import-outside-toplevel
+    from .httpapi import CallbacksApi  # pylint: disable=import-outside-toplevel
+
+    api_config, unknown = apiconfig.ApiConfig.from_opts(opts)
+    if unknown:
+        log.error("callbacks API: %s", apiconfig.unknown_keys_message(unknown))
+    config = load_config(opts, "callbacks API")
+    key_file = apiconfig.key_file_path(opts)
+    sealer = sealing.Sealer(sealing.load_or_create_key(key_file))
+    log.info("callbacks API: callers' tokens are sealed with key %s from %s", sealer.key_id, key_file)
+    tokens = saltio.SaltTokens(opts)
+    authenticator = Authenticator(
+        tokens.lookup,
+        enabled_eauth=(opts.get("external_auth") or {}).keys(),
+        pattern=token_pattern(opts.get("hash_type")),
+    )
+    service_ = ApiService(
+        config,
+        store=build_store(opts, config),
+        publisher=publisher(opts),
+        permissions=saltio.SaltPermissions(opts),
+        accepted_devices=lambda: saltio.accepted_minions(opts),
+        sealer=sealer,
+        parse_cli_args=saltio.parse_cli_args,
+        login=tokens.login,
+        page_size=api_config.page_size,
+    )
+    return CallbacksApi(service_, authenticator), api_config
+
+
+def run_api(opts):
+    """Serve the HTTP API until SIGTERM/SIGINT. Called by ``_netapi/callbacks_api.py``."""
+    from . import httpapi  # pylint: disable=import-outside-toplevel
+    from .exceptions import CallbackError  # pylint: disable=import-outside-toplevel
+
+    try:
+        api, api_config = build_api(opts)
+        tls = httpapi.ssl_context(api_config)
+    except CallbackError as exc:
+        # A bad setting or an unusable key file: one clear line, no traceback.
+        # (salt-api restarts the process, so the line repeats until it is fixed.)
+        log.error("callbacks API not started: %s", exc)
+        return
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        should_exit = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, should_exit.set)
+        await httpapi.serve(api.app(), api_config.host, api_config.port, tls, should_exit)
+
+    asyncio.run(main())

@@ -36,6 +36,7 @@ def execute(
     returner=None,
     raw=None,
     permissions=None,
+    signer=None,
 ):
     """Publish ``command`` on ``device_id``; with ``callback_url``, record one
     callback per targeted device first. Returns ``{"jid", "minions"}``.
@@ -43,6 +44,10 @@ def execute(
     Everything is validated, and the caller's rights checked against
     ``permissions`` (see ``saltio.SaltPermissions``), before anything is
     stored or published.
+
+    ``signer`` names what signs the webhooks; by default the caller's secret
+    under ``callbacks:secrets`` (else ``default``). The HTTP API passes the
+    caller's sealed token instead (see sealing.py).
     """
     device_id = validation.device_id(device_id)
     command = validation.function_name(command)
@@ -55,7 +60,8 @@ def execute(
     if callback_url is not None:
         url = validation.callback_url(callback_url)
         validation.destination_allowed(url, AddressGuard(config.allow_networks))
-        signer = signer_for(user, config.secrets)
+        if signer is None:
+            signer = signer_for(user, config.secrets)
     minions = publisher.targets(device_id, tgt_type)
     if not minions:
         raise NoMinionsError(device_id, tgt_type)

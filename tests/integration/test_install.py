@@ -1,11 +1,14 @@
 """The two ways to install salt-callbacks, each on a real salt-master.
 
 1. **A wheel.** ``pip install`` of the built wheel (not editable) puts the
-   engine, runner and returner inside the package, and the ``salt.loader``
-   entry point makes salt-master find them with no settings at all.
+   engine, runner, returner and the ``callbacks_api`` salt-api module inside
+   the package, and the ``salt.loader`` entry point makes salt-master (and
+   salt-api) find them with no settings at all.
 2. **The repo as a file_roots root.** ``salt-run saltutil.sync_all`` copies
    ``_engines/``, ``_runners/`` and ``_returners/`` into the master's
    ``extension_modules``; the core package is installed beside Salt.
+   (Salt has no sync for netapi modules: ``_netapi/`` is found through
+   ``netapi_dirs``, see the README.)
 
 How the fresh environments are made, and why they prove something
 ------------------------------------------------------------------
@@ -62,7 +65,12 @@ from tests.integration.helpers import seed_signature
 
 pytestmark = pytest.mark.integration
 
-KINDS = ("engines", "runners", "returners")
+#: Loader kind -> the module of that kind the package ships.
+MODULES = {"engines": "callbacks.py", "runners": "callbacks.py", "returners": "callbacks.py",
+           "netapi": "callbacks_api.py"}
+KINDS = tuple(MODULES)
+#: What saltutil.sync_all copies from file_roots (Salt has no sync for netapi modules).
+SYNCED_KINDS = ("engines", "runners", "returners")
 WEBHOOK_WAIT = 30
 RECORD_WAIT = 10
 
@@ -133,14 +141,14 @@ def _callback_round_trip(env, layout, receiver, hook):
     assert record["command"]["command"] == "test.ping"
 
 
-def test_a_wheel_carries_the_three_salt_modules_and_the_entry_point(built):
+def test_a_wheel_carries_the_four_salt_modules_and_the_entry_point(built):
     wheel, source = built
     names = ih.wheel_names(wheel)
 
-    for kind in KINDS:
-        member = f"salt_callbacks/{kind}/callbacks.py"
+    for kind, module in MODULES.items():
+        member = f"salt_callbacks/{kind}/{module}"
         assert member in names, f"{member} is not in {wheel.name}"
-        assert ih.wheel_text(wheel, member) == (source / f"_{kind}" / "callbacks.py").read_text(encoding="utf-8")
+        assert ih.wheel_text(wheel, member) == (source / f"_{kind}" / module).read_text(encoding="utf-8")
     core = sorted(p.name for p in (source / "salt_callbacks").glob("*.py"))
     assert {"__init__.py", "loader.py", "factory.py", "engine.py", "store.py"} <= set(core)
     missing = [name for name in core if f"salt_callbacks/{name}" not in names]
@@ -222,7 +230,7 @@ def test_the_repo_as_a_file_roots_root_with_saltutil_sync_all(wheel, shared_site
         assert _inside(extmods, root) and not list(extmods.rglob("callbacks.py"))
 
         synced = ih.salt_run_ok(env, layout, "saltutil.sync_all")
-        for kind in KINDS:
+        for kind in SYNCED_KINDS:
             assert f"{kind}.callbacks" in synced[kind], synced
             copy = extmods / kind / "callbacks.py"
             assert copy.read_bytes() == (ih.REPO / f"_{kind}" / "callbacks.py").read_bytes()

@@ -1,0 +1,409 @@
+"""The seed's HTTP API (salt-api module ``callbacks_api``) on a real master:
+a real salt-api serving it, eauth logins, real minions, webhooks to a real
+receiver on 127.0.0.1 verified the way the seed's own sample does, and the
+caller's token kept out of every store, log and event in plain text.
+
+One master, two minions and one salt-api for the whole module.
+"""
+
+import hashlib
+import hmac
+import pathlib
+import re
+import signal
+import socket
+import time
+import uuid
+
+import pytest
+import requests
+import salt.auth
+import salt.cache
+import standardwebhooks
+
+from salt_callbacks import signing
+from tests.integration.conftest import ALICE_SECRET, SECRET, start_master, wait_for_engine, engine_starts
+from tests.integration.helpers import run_ok
+from tests.integration.test_faults import engine_process
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "any-password"  # the 'auto' eauth backend accepts any
+MINION = "cb-api-minion"
+OTHER = "cb-api-other"
+#: Every token any test got or made, for the plain-text scan at the end.
+TOKENS = []
+#: Every body the API answered, for the same scan.
+RESPONSES = []
+WAIT = 30
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def seed_sample_verifies(token, body, signature):
+    """The seed's verification sample, verbatim in substance: hex HMAC-SHA256
+    of the raw body, keyed with the token (no 'APIToken'/'Bearer' prefix)."""
+    calculated_signature = hmac.new(token.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(calculated_signature, signature)
+
+
+@pytest.fixture(scope="module")
+def api_master(salt_factories, event_listener):
+    factory = start_master(
+        salt_factories,
+        event_listener,
+        "cb-api-master",
+        salt_overrides={
+            "external_auth": {
+                "auto": {
+                    "alice": ["test.*"],
+                    "bob": [{MINION: ["test.*"]}],
+                }
+            },
+            # salt-factories starts salt-api only with one of Salt's own API modules configured.
+            "rest_cherrypy": {"host": "127.0.0.1", "port": free_port(), "disable_ssl": True},
+            "callbacks_api": {"host": "127.0.0.1", "port": free_port(), "disable_ssl": True},
+        },
+    )
+    with factory.started():
+        wait_for_engine(factory)
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def api_minions(api_master):
+    first, other = api_master.salt_minion_daemon(MINION), api_master.salt_minion_daemon(OTHER)
+    with first.started(), other.started():
+        yield first, other
+
+
+@pytest.fixture(scope="module")
+def api_run(api_master, api_minions):
+    return api_master.salt_run_cli(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def api(api_master, api_minions):
+    daemon = api_master.salt_api_daemon()
+    port = api_master.config["callbacks_api"]["port"]
+    daemon.check_ports.append(port)  # started() then waits for our port too
+    with daemon.started():
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + WAIT
+        while True:  # and answers HTTP, not only listens
+            try:
+                requests.get(f"{base}/dongle/devices/", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "callbacks_api did not answer"
+                time.sleep(0.2)
+        yield base
+
+
+def login(api, user):
+    response = requests.post(f"{api}/auth/login/", json={"username": user, "password": PASSWORD, "eauth": "auto"},
+                             timeout=30)
+    assert response.status_code == 200, response.text
+    token = response.json()["token"]
+    TOKENS.append(token)
+    return token
+
+
+def call(api, method, path, token=None, scheme="APIToken", body=None):
+    headers = {"Authorization": f"{scheme} {token}"} if token is not None else {}
+    response = requests.request(method, f"{api}{path}", json=body, headers=headers, timeout=60)
+    RESPONSES.append(response.text)
+    return response.status_code, response.json()
+
+
+def record_count(api_run):
+    return len(run_ok(api_run, "callbacks.list", "limit=100000"))
+
+
+def wait_for_attempts(api, token, device, jid, count):
+    deadline = time.monotonic() + WAIT
+    while True:
+        status, record = call(api, "GET", f"/dongle/devices/{device}/callback/{jid}/", token)
+        assert status == 200, record
+        if len(record["sent_requests"]) >= count:
+            return record
+        assert time.monotonic() < deadline, f"fewer than {count} attempts recorded: {record}"
+        time.sleep(0.2)
+
+
+def token_store(master):
+    return salt.cache.factory(master.config, driver=master.config["eauth_tokens.cache_driver"])
+
+
+@pytest.fixture
+def hook(receiver):
+    path = "/api-hook/" + uuid.uuid4().hex
+    return path, receiver.url(path)
+
+
+# -- login -------------------------------------------------------------------------
+
+
+def test_login_gives_a_salt_eauth_token_that_salts_own_store_holds(api, api_master):
+    token = login(api, "alice")
+    assert re.fullmatch(r"[0-9a-f]{64}", token)
+    assert salt.auth.LoadAuth(api_master.config).get_tok(token)["name"] == "alice"
+
+
+def test_any_salt_eauth_token_is_accepted_but_a_rest_cherrypy_session_id_is_not(api, api_master):
+    # A token Salt's LoadAuth minted (as the master does for `salt -T`), not through this API.
+    minted = salt.auth.LoadAuth(api_master.config).mk_token(
+        {"username": "bob", "password": PASSWORD, "eauth": "auto"})["token"]
+    TOKENS.append(minted)
+    assert call(api, "GET", "/dongle/devices/", minted, "Bearer")[1]["results"] == [{"id": MINION, "unit_id": MINION}]
+    # rest_cherrypy's /login answers with its own session id, which is not a Salt eauth token.
+    rest = f"http://127.0.0.1:{api_master.config['rest_cherrypy']['port']}"
+    response = requests.post(f"{rest}/login", json={"username": "bob", "password": PASSWORD, "eauth": "auto"},
+                             timeout=30)
+    response.raise_for_status()
+    session_id = response.json()["return"][0]["token"]
+    TOKENS.append(session_id)
+    assert call(api, "GET", "/dongle/devices/", session_id, "Bearer")[0] == 401
+
+
+def test_login_with_an_eauth_backend_that_is_not_enabled_is_refused(api):
+    status, body = call(api, "POST", "/auth/login/", body={"username": "alice", "password": "x", "eauth": "pam"})
+    assert (status, body) == (401, {"detail": "Unable to log in with provided credentials."})
+    status, body = call(api, "POST", "/auth/login/", body={"username": "alice"})
+    assert status == 400 and set(body) == {"password", "eauth"}
+
+
+# -- webhooks signed with the caller's token -----------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["APIToken", "Bearer"])
+def test_execute_raw_sends_a_webhook_signed_with_the_callers_token(api, receiver, hook, scheme):
+    path, url = hook
+    token = login(api, "alice")
+    status, published = call(api, "POST", f"/dongle/devices/{MINION}/execute_raw/", token, scheme,
+                             {"command": "test.arg a b c=1", "callback_url": url, "callback_timeout": 30})
+    assert status == 200, published
+    assert set(published) == {"jid", "minions"} and published["minions"] == [MINION]
+
+    (webhook,) = receiver.wait_for(path, 1, timeout=WAIT)
+    assert seed_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+    # The caller's token, not a configured secret of the same user.
+    assert not seed_sample_verifies(ALICE_SECRET, webhook.body, webhook.headers["x-request-signature"])
+    assert not seed_sample_verifies(SECRET, webhook.body, webhook.headers["x-request-signature"])
+    # Standard Webhooks headers carry the same key bytes.
+    headers = {k: webhook.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    assert standardwebhooks.Webhook(token.encode("utf-8")).verify(webhook.body.decode("utf-8"), headers) == webhook.json
+    body = webhook.json
+    assert (body["state"], body["jid"], body["device_id"], body["success"]) == (
+        "COMMAND_EXECUTED", published["jid"], MINION, True)
+    assert body["response"]["data"]["return"]["args"] == ["a", "b"]
+    assert body["response"]["data"]["return"]["kwargs"]["c"] == 1
+
+
+@pytest.mark.parametrize("scheme", ["APIToken", "Bearer"])
+def test_execute_then_the_callback_record_reads_back_as_callbacks_get_shows_it(api, api_run, receiver, hook, scheme):
+    path, url = hook
+    token = login(api, "alice")
+    status, published = call(api, "POST", f"/dongle/devices/{MINION}/execute/", token, scheme, {
+        "command": "test.arg", "arg": [1, "two"], "kwarg": {"k": "v"}, "callback_url": url, "callback_timeout": 30})
+    assert status == 200, published
+    (webhook,) = receiver.wait_for(path, 1, timeout=WAIT)
+    assert seed_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+    assert webhook.json["response"]["data"]["return"]["args"] == [1, "two"]
+
+    record = wait_for_attempts(api, token, MINION, published["jid"], 1)
+    assert record == run_ok(api_run, "callbacks.get", MINION, published["jid"])
+    assert [(r["state"], r["success"], r["response_statuscode"]) for r in record["sent_requests"]] == [
+        ("COMMAND_EXECUTED", True, 200)]
+    assert (record["url"], record["timeout"], record["device_id"]) == (url, 30, MINION)
+    assert record["command"] == {"returner": None, "command": "test.arg", "arg": [1, "two"], "kwarg": {"k": "v"}}
+    assert record["sent_requests"][0]["key_fingerprint"] == signing.fingerprint(token)
+
+
+def test_a_timeout_webhook_is_signed_with_the_token_too(api, api_master, receiver, hook):
+    path, url = hook
+    token = login(api, "alice")
+    status, published = call(api, "POST", f"/dongle/devices/{MINION}/execute/", token, "Bearer",
+                             {"command": "test.sleep", "arg": [4], "callback_url": url, "callback_timeout": 1})
+    assert status == 200, published
+    timeout, executed = receiver.wait_for(path, 2, timeout=WAIT)
+    assert (timeout.json["state"], executed.json["state"]) == ("TIMEOUT", "COMMAND_EXECUTED")
+    for webhook in (timeout, executed):
+        assert seed_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+
+
+# -- devices -------------------------------------------------------------------------
+
+
+def test_the_device_list_is_paged_and_shows_only_devices_the_user_may_target(api):
+    alice, bob = login(api, "alice"), login(api, "bob")
+    status, first = call(api, "GET", "/dongle/devices/?page_size=1", alice)
+    assert status == 200
+    assert (first["count"], first["results"], first["previous"]) == (2, [{"id": MINION, "unit_id": MINION}], None)
+    assert first["next"].endswith("/dongle/devices/?page_size=1&page=2")
+    status, second = call(api, "GET", "/dongle/devices/?page_size=1&page=2", alice, "Bearer")
+    assert (second["results"], second["next"]) == ([{"id": OTHER, "unit_id": OTHER}], None)
+    assert call(api, "GET", "/dongle/devices/", bob)[1] == {
+        "count": 1, "next": None, "previous": None, "results": [{"id": MINION, "unit_id": MINION}]}
+
+
+@pytest.mark.parametrize("device", ["cb-api-*", "cb-api-minio?", f"{MINION},{OTHER}", "no-such-device"])
+def test_a_device_is_one_minion_id_never_a_target_expression(api, api_run, device):
+    before = record_count(api_run)
+    status, body = call(api, "POST", f"/dongle/devices/{device}/execute/", login(api, "alice"),
+                        body={"command": "test.ping", "callback_url": "http://127.0.0.1:9/x"})
+    assert (status, body) == (404, {"detail": "Not found."})
+    assert record_count(api_run) == before
+
+
+# -- refusals --------------------------------------------------------------------------
+
+
+def test_missing_malformed_unknown_and_expired_tokens_get_a_401_on_every_route(api, api_master, api_run, receiver, hook):
+    # A record the crafted token aims at: it must survive.
+    path, url = hook
+    _, published = call(api, "POST", f"/dongle/devices/{MINION}/execute/", login(api, "alice"),
+                        body={"command": "test.ping", "callback_url": url})
+    receiver.wait_for(path, 1, timeout=WAIT)
+    crafted = f"../callbacks/records/{MINION}/{published['jid']}"
+    unknown = "0" * 64
+    expired = uuid.uuid4().hex * 2
+    token_store(api_master).store("tokens", expired, {
+        "start": time.time() - 100, "expire": time.time() - 10, "name": "alice", "eauth": "auto", "token": expired})
+    TOKENS.extend([unknown, expired])
+
+    routes = [("GET", "/dongle/devices/", None),
+              ("POST", f"/dongle/devices/{MINION}/execute/", {"command": "test.ping"}),
+              ("POST", f"/dongle/devices/{MINION}/execute_raw/", {"command": "test.ping"}),
+              ("GET", f"/dongle/devices/{MINION}/callback/{published['jid']}/", None)]
+    cases = [(None, "APIToken", "Authentication credentials were not provided."),
+             ("sometoken", "Token", "Invalid token header."),
+             (crafted, "APIToken", "Invalid token header. The token is not a Salt eauth token."),
+             (crafted, "Bearer", "Invalid token header. The token is not a Salt eauth token."),
+             (unknown, "Bearer", "Invalid token."),
+             (expired, "APIToken", "Token has expired.")]
+    before = record_count(api_run)
+    for method, route, body in routes:
+        for token, scheme, detail in cases:
+            status, answer = call(api, method, route, token, scheme, body)
+            assert status == 401 and answer["detail"].startswith(detail), (method, route, scheme, answer)
+    assert record_count(api_run) == before
+    assert run_ok(api_run, "callbacks.get", MINION, published["jid"])["jid"] == published["jid"]
+
+
+def test_a_command_the_user_may_not_run_is_a_403_and_nothing_is_published(api, api_run, event_listener, api_master):
+    before, since = record_count(api_run), time.time()
+    alice, bob = login(api, "alice"), login(api, "bob")
+    status, body = call(api, "POST", f"/dongle/devices/{MINION}/execute_raw/", alice,
+                        body={"command": "cmd.run id", "callback_url": "http://127.0.0.1:9/x"})
+    assert (status, body) == (403, {"detail": f"user 'alice' may not run cmd.run on '{MINION}' "
+                                              "(not allowed by external_auth or publisher_acl)"})
+    status, body = call(api, "POST", f"/dongle/devices/{OTHER}/execute/", bob, "Bearer", body={"command": "test.ping"})
+    assert status == 403 and "'bob' may not run test.ping" in body["detail"]
+    assert record_count(api_run) == before
+    published = [e for e in event_listener.get_events([(api_master.id, "salt/job/*/new")], after_time=since)
+                 if e.data.get("fun") in ("cmd.run", "test.ping") and e.data.get("tgt") in (MINION, OTHER)]
+    assert published == []
+
+
+def test_bad_input_is_a_400_naming_each_field_and_nothing_is_published(api, api_run):
+    before = record_count(api_run)
+    token = login(api, "alice")
+    status, body = call(api, "POST", f"/dongle/devices/{MINION}/execute/", token, body={
+        "command": "test.ping", "callback_url": "ftp://x", "callback_timeout": 601, "calback_url": "x"})
+    assert status == 400
+    assert set(body) == {"callback_url", "callback_timeout", "calback_url"}
+    assert all(isinstance(v, list) and v for v in body.values())
+    # Bad input of a forbidden command is still a 400: validation comes first.
+    status, body = call(api, "POST", f"/dongle/devices/{MINION}/execute_raw/", token,
+                        body={"command": "cmd.run 'unbalanced", "callback_url": "http://127.0.0.1:9/x"})
+    assert status == 400 and list(body) == ["command"]
+    assert record_count(api_run) == before
+
+
+def test_records_of_devices_the_user_may_not_target_are_not_found(api, receiver, hook):
+    path, url = hook
+    _, published = call(api, "POST", f"/dongle/devices/{OTHER}/execute/", login(api, "alice"),
+                        body={"command": "test.ping", "callback_url": url})
+    receiver.wait_for(path, 1, timeout=WAIT)
+    bob = login(api, "bob")
+    assert call(api, "GET", f"/dongle/devices/{OTHER}/callback/{published['jid']}/", bob) == (
+        404, {"detail": "Not found."})
+
+
+# -- the token outlives its expiry and the engine ---------------------------------------
+
+
+def test_retries_and_redelivery_sign_with_the_token_after_it_expired_and_the_engine_was_killed(
+        api, api_master, api_run, receiver, hook):
+    path, url = hook
+    # The first attempt fails and asks for a retry in 12 s: it comes from the restarted engine.
+    receiver.script(path, [{"status": 503, "headers": {"Retry-After": "12"}}, 200])
+    token = login(api, "alice")
+    status, published = call(api, "POST", f"/dongle/devices/{MINION}/execute/", token,
+                             body={"command": "test.ping", "callback_url": url})
+    assert status == 200, published
+    receiver.wait_for(path, 1, timeout=WAIT)
+    wait_for_attempts(api, token, MINION, published["jid"], 1)  # the failed attempt is stored
+
+    # The token expires in Salt's store: the API refuses it from now on ...
+    tokens = token_store(api_master)
+    data = tokens.fetch("tokens", token)
+    tokens.store("tokens", token, dict(data, expire=time.time() - 1))
+    assert call(api, "GET", "/dongle/devices/", token)[0] == 401
+
+    # ... and the engine is killed; Salt restarts it and it resumes from the store.
+    starts = engine_starts(api_master)
+    engine_process(api_master).send_signal(signal.SIGKILL)
+    wait_for_engine(api_master, starts_before=starts, timeout=60)
+
+    first, retry = receiver.wait_for(path, 2, timeout=60)
+    for webhook in (first, retry):
+        assert seed_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+    assert retry.headers["webhook-id"] == first.headers["webhook-id"]
+
+    run_ok(api_run, "callbacks.redeliver", MINION, published["jid"])
+    redelivered = receiver.wait_for(path, 3, timeout=WAIT)[2]
+    assert seed_sample_verifies(token, redelivered.body, redelivered.headers["x-request-signature"])
+    headers = {k: redelivered.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    standardwebhooks.Webhook(token.encode()).verify(redelivered.body.decode(), headers)
+
+
+# -- the token in plain text: nowhere ------------------------------------------------------
+
+
+def test_no_token_appears_in_plain_text_in_stores_job_cache_logs_events_or_responses(
+        api, api_master, api_run, event_listener):
+    assert len(TOKENS) >= 10, "the scan needs the tokens the tests above used"
+    root = pathlib.Path(api_master.config["root_dir"])
+    conf_dir = pathlib.Path(api_master.config_dir)
+    token_bank = pathlib.Path(api_master.config["cachedir"]) / "tokens"  # Salt's own token store: tokens live there
+    haystacks = {}
+    for file in root.rglob("*"):
+        if file.is_file() and conf_dir not in file.parents and token_bank not in file.parents:
+            haystacks[str(file.relative_to(root))] = file.read_bytes().decode("utf-8", "replace")
+    events = event_listener.get_events([(api_master.id, "*")])
+    haystacks["events"] = "\n".join(repr(e.full_data) + e.tag for e in events)
+    haystacks["API responses"] = "\n".join(r for r in RESPONSES if '"token"' not in r)  # login answers hold one
+    ret = api_run.run("callbacks.list", "limit=1000")
+    haystacks["runner output"] = ret.stdout + ret.stderr
+
+    # The scan looked where it matters ...
+    names = list(haystacks)
+    assert any("cache/callbacks/records" in n for n in names), "the callback store was not scanned"
+    assert any("cache/jobs" in n for n in names), "the job cache was not scanned"
+    assert any(n.endswith("master.log") for n in names), "the master log was not scanned"
+    api_logs = [n for n in names if re.search(r"(^|/)(salt-)?api(\.log)?$", n)]
+    assert api_logs and any("callbacks API listening" in haystacks[n] for n in api_logs), names
+    # ... the store holds the tokens sealed ...
+    assert any("sealed:v1:" in text for n, text in haystacks.items() if "cache/callbacks/records" in n)
+    # ... and no token, in any case, nor a sealed blob outside the store, is anywhere.
+    leaks = [(name, t[:6] + "…") for name, text in haystacks.items() for t in set(TOKENS)
+             if t in text or t.upper() in text]
+    assert leaks == []
+    sealed_outside = [n for n, text in haystacks.items() if "sealed:v1:" in text and "cache/callbacks" not in n]
+    assert sealed_outside == []
