@@ -25,6 +25,7 @@ import random
 import time
 import urllib.parse
 
+from .coordination import Coordination
 from .exceptions import CallbackError, SigningError
 from .records import EXECUTED, PENDING, WAITING, AttemptResult
 from .redact import redact_url
@@ -47,15 +48,17 @@ EVENT_PREFIX = "salt/callbacks"
 TRIMMED = "VALUE_TRIMMED"
 
 
-class CallbackEngine:
+class CallbackEngine(Coordination):
     def __init__(self, config, store, transport, keys_for, clock=time.time, rng=random.random, notify=None,
-                 recover=None, register_metadata=None):
+                 recover=None, register_metadata=None, claims=None):
         """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
         or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
         ``recover(jid)`` returns ``{device_id: return data}`` from the master
         job cache, for returns that came while no engine was listening;
         ``register_metadata(jid, publish_data, minions, stamp)`` validates and
-        stores the records of a job published with callback metadata."""
+        stores the records of a job published with callback metadata;
+        ``claims`` says which records this engine may act on when several
+        masters share the store (``ownership``; default: all of them)."""
         self.config = config
         self.store = store
         self.transport = transport
@@ -77,10 +80,12 @@ class CallbackEngine:
         self._host_slots = {}  # (host, port) -> [Semaphore, users]: a slow receiver holds only its own
         self._next_sweep = 0.0
         self._stopping = False
+        self._init_coordination(claims)  # HA: see coordination.py
 
     # -- lifecycle --------------------------------------------------------
 
     async def startup(self):
+        self._start_claims()  # HA: heartbeat first, so the records loaded below can be claimed
         loaded = self.load_unfinished()
         log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
 
@@ -103,6 +108,7 @@ class CallbackEngine:
             if not_done:
                 log.info("callbacks engine: %d attempt(s) cancelled; they stay pending and resume at next start", len(not_done))
                 await asyncio.gather(*not_done, return_exceptions=True)
+        await self._stop_coordination()  # HA: release claims so other masters take over at once
         await self.transport.close()
         log.info("callbacks engine stopped")
 
@@ -168,6 +174,8 @@ class CallbackEngine:
     def _track(self, record):
         if record.finished or record.key in self.live:
             return 0
+        if not self._claim(record):  # HA: another live master owns it
+            return 0
         self.live[record.key] = record
         if record.phase == WAITING:
             heapq.heappush(self._deadlines, (record.deadline, record.jid, record.device_id))
@@ -213,6 +221,8 @@ class CallbackEngine:
             elif len(parts) == 4 and parts[3] == "publish" and isinstance(data, dict) and data.get("metadata"):
                 self.on_job_with_metadata(parts[2], data)
         except CallbackError as exc:
+            if self._defer(tag, data, exc):  # HA: the store is unreachable; replayed later
+                return
             log.error("callbacks: cannot handle event %s: %s", tag, exc)
         except Exception:  # boundary: one bad event must not end the engine
             log.error("callbacks: unexpected error handling event %s", tag, exc_info=True)
@@ -258,7 +268,8 @@ class CallbackEngine:
         log.info("callbacks: job %s registered from its metadata for %d minion(s)", jid, len(records))
 
     def on_redeliver(self, jid, device_id):
-        record = self.live.get((jid, device_id)) or self.store.get(device_id, jid)
+        # HA: a record another master holds is handed over to it
+        record = self.live.get((jid, device_id)) or self._claimed_record(jid, device_id, "redeliver", keep_finished=True)
         if record is None:
             log.warning("callbacks: redelivery of %s on %s asked for, but there is no such record", jid, device_id)
             return
@@ -288,9 +299,9 @@ class CallbackEngine:
             if self.store.job(jid) is None:
                 self._remember_unregistered(jid)
                 return
-            record = self.store.get(device_id, jid)
+            record = self._claimed_record(jid, device_id, "return", data)  # HA: None when handed to its owner
             if record is None:
-                return  # a device the job did not target, or an expired record
+                return  # a device the job did not target, an expired record, or another master's
         now = self.clock()
         delivery = record.on_return(data, now, self.config.max_body_bytes)
         if delivery is None:
@@ -305,6 +316,7 @@ class CallbackEngine:
 
     def on_tick(self, now):
         """Fire what has fallen due by ``now``. Each step survives its own errors."""
+        self._coordinate_if_due(now)  # HA: heartbeat, hand-overs, takeover scan
         for step in (self._fire_deadlines, self._start_due, self._sweep_if_due):
             try:
                 step(now)
@@ -320,6 +332,7 @@ class CallbackEngine:
             if not self._still_stored(record):
                 # The runner removed it (the master did not target this device after all).
                 self.live.pop(record.key, None)
+                self._release_claim(record)  # HA
                 continue
             delivery = record.on_deadline(now)
             if delivery is None:
@@ -361,6 +374,8 @@ class CallbackEngine:
 
     def _start(self, record, delivery):
         if delivery.delivery_id in self._in_flight or self._stopping:
+            return
+        if not self._may_deliver(record, delivery):  # HA: parked while this master's claims are unconfirmed
             return
         task = asyncio.get_running_loop().create_task(self._attempt(record, delivery))
         self._in_flight[delivery.delivery_id] = task
@@ -426,6 +441,7 @@ class CallbackEngine:
             self.notify(f"{EVENT_PREFIX}/{record.jid}/{record.device_id}/failed", self._event_data(record, delivery, result))
         if record.finished:
             self.live.pop(record.key, None)
+            self._release_claim(record)  # HA: after the final write above
 
     @staticmethod
     def _event_data(record, delivery, result):
@@ -462,6 +478,7 @@ class CallbackEngine:
             for device_id in devices:
                 record = self.live.pop((jid, device_id), None)
                 if record is not None:
+                    self._release_claim(record)  # HA
                     dropped = record.drop_pending(f"record expired after {self.config.retention:g} s retention")
                     for delivery in dropped:
                         log.warning("callbacks: dropping pending %s for job %s on %s: record expired",

@@ -36,9 +36,11 @@ def test_every_core_module_imports_without_loading_salt():
     # The probe really imported the core, not an empty list.
     assert {
         "config",
+        "coordination",
         "engine",
         "exceptions",
         "loader",
+        "ownership",
         "payload",
         "records",
         "redact",
