@@ -211,7 +211,7 @@ class RedisClaims:
     # -- keys ---------------------------------------------------------------
 
     def _hb(self, owner=None):
-        return f"{self.prefix}hb:{owner or self.owner}"
+        return f"{self.prefix}hb:{self.owner if owner is None else owner}"
 
     def _claim_key(self, key):
         return f"{self.prefix}claim:{member(key)}"
@@ -225,7 +225,7 @@ class RedisClaims:
         return f"{self.prefix}engines"
 
     def _inbox(self, owner=None):
-        return f"{self.prefix}inbox:{owner or self.owner}"
+        return f"{self.prefix}inbox:{self.owner if owner is None else owner}"
 
     def _ms(self, seconds):
         return max(1, int(seconds * 1000))
