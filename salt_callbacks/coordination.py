@@ -98,6 +98,10 @@ class Coordination:
         (``return`` with ``data``, or ``redeliver``) to the master that holds it."""
         if not self.claims.shared:
             return self.store.get(device_id, jid)
+        if not self._claims_settled(self.clock()):
+            # The event is kept and replayed (see _defer) once claims are settled.
+            raise ClaimError("claim callbacks yet", getattr(self.claims, "endpoint", "the claims backend"),
+                             "waiting for this master's lease to be confirmed")
         key = (jid, device_id)
         message = None
         for _ in range(HANDOVER_TRIES):
@@ -151,7 +155,7 @@ class Coordination:
 
     def _coordinate_if_due(self, now):
         """From ``on_tick``: replay deferred events; start a coordination cycle when due."""
-        if self._deferred and now >= self._next_deferred:
+        if self._deferred and now >= self._next_deferred and self._claims_settled(now):
             self._next_deferred = now + DEFERRED_RETRY
             self._replay_deferred()
         if not self.claims.shared or self._stopping or now < self._next_coord:
@@ -160,6 +164,14 @@ class Coordination:
             return
         self._next_coord = now + COORD_INTERVAL
         self._coord_task = asyncio.get_running_loop().create_task(self._coordinate(now))
+
+    def _claims_settled(self, now):
+        """May this engine claim what others may hold? Not while its own claims are
+        unconfirmed, nor for one lease after an outage: a claim then could take a
+        record whose owner is alive but has not renewed its heartbeat yet."""
+        if not self.claims.shared:
+            return True
+        return self._outage_since is None and self.claims.confident(now) and now >= self._no_takeover_until
 
     async def _stop_coordination(self):
         """At shutdown: let the last cycle end, then release every claim and drop the heartbeat."""
@@ -304,6 +316,11 @@ class Coordination:
         lost = [key for key in list(self.live) if key not in held]
         for key in lost:
             self.live.pop(key, None)
+        if since is not None or expired:
+            # Finished while the backend was away: their final write may have failed
+            # too. Write them again before their claims go, or whoever claims one
+            # next reads a stale record and sends it again.
+            self._resave.update(self._to_release)
         if since is not None:
             log.warning("callbacks: claims backend reachable again after %.1f s; %d callback(s) still ours, "
                         "%d taken over by another master", now - since, len(held), len(lost))
@@ -313,7 +330,6 @@ class Coordination:
             log.warning("callbacks: this master's lease had expired; %d callback(s) were taken over by another master",
                         len(lost))
         self._unpark()
-        self._next_deferred = 0.0
 
     def _unpark(self):
         parked, self._parked = self._parked, set()

@@ -380,6 +380,32 @@ def test_an_unreachable_backend_parks_attempts_past_the_safe_window_and_resumes_
     assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
+def test_a_callback_finished_during_an_outage_is_not_sent_again_by_another_master():
+    masters = Masters()
+    record = make_record(created=T0, timeout=60)
+    masters.add(record)
+    a, b = masters["master-a"], masters["master-b"]
+
+    async def scenario():
+        await masters.start()
+        publish(a, record)
+        await masters.step(T0 + 1)
+        masters.server.down = True  # Redis holds both the store and the claims
+        masters.backend.fail = OSError("Connection refused")
+        ret(a, record)  # within A's safe window: sent from memory, not written
+        ret(b, record)  # B cannot read the store: kept for replay
+        await masters.run_until(T0 + 1 + 2 * TTL)  # long enough for every heartbeat to expire
+        masters.server.down = False
+        masters.backend.fail = None
+        await masters.run_until(T0 + 1 + 4 * TTL)
+
+    run(scenario())
+    assert masters.posts() == {executed_id(record): [("master-a", "COMMAND_EXECUTED")]}
+    stored = masters.store.get(record.device_id, record.jid)
+    assert stored.finished and len(stored.sent_requests) == 1
+    assert masters.server.claims == {} and masters.server.open == {}
+
+
 def test_after_a_partition_a_master_drops_what_another_took_over_meanwhile():
     masters = Masters()
     record = make_record(created=T0, timeout=30)
