@@ -1,8 +1,9 @@
 """
 The callback job cache: the master-side store of callback records.
 
-Runner and engine reach the store through this module, loaded by Salt's
-returner loader like a ``master_job_cache`` returner. Records live in
+It serves the same store that runner and engine build (``factory.build_store``),
+for anything that reaches callback records through Salt's returner loader
+(``callbacks.store``, ``callbacks.get_record``). Records live in
 ``salt.cache`` (bank ``callbacks/``; the driver is ``callbacks:cache``, else
 the master's ``cache``, localfs by default) and are removed
 ``callbacks:retention`` seconds after creation.

@@ -10,9 +10,21 @@ Lifecycle, top to bottom::
                  grace period, then cancel the rest (they stay pending in the
                  store and are retried at the next start)
 
-Bus events reach ``on_event(tag, data)``, which the Salt adapter calls. The
-store is the truth: every phase change and every attempt is persisted before
-the engine acts on it, so a restart resumes where the last one stopped.
+Bus events reach ``on_event(tag, data)``, which the Salt adapter calls.
+
+Durability: the engine acts only on state that is durable somewhere, and never
+waits on the store on its loop (``writer.RecordWriter`` writes behind it):
+
+- a deadline is in the store before the job is published (the runner writes
+  the record), so a TIMEOUT is sent at once; a restart recomputes it;
+- a return is in Salt's master job cache, so COMMAND_EXECUTED is sent at once;
+  a restart reads the return back from there;
+- a retry is queued, a redelivery started and an outcome announced only once
+  the record that carries it has been written.
+
+What a crash can cost is the record of attempts made in the last flush
+interval: their payloads go out again with the same ``webhook-id``
+(at-least-once, as documented).
 """
 
 import asyncio
@@ -31,6 +43,7 @@ from .records import EXECUTED, PENDING, WAITING, AttemptResult
 from .redact import redact_url
 from .retry import DELIVERED, RETRY, RetrySchedule
 from .signing import fingerprint, signed_headers
+from .writer import RecordWriter
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +55,9 @@ UNREGISTERED_MEMORY = 50000
 NEW_JOBS_MEMORY = 10000
 #: Seconds that in-flight attempts may run on after shutdown begins.
 SHUTDOWN_GRACE = 5.0
+#: TIMEOUTs fired per tick at most: a herd of overdue deadlines (after a
+#: restart, say) is spread over ticks instead of stalling the loop.
+DEADLINES_PER_TICK = 2000
 
 EVENT_PREFIX = "salt/callbacks"
 #: What Salt puts in place of event values over ``max_event_size`` (salt.utils.dicttrim).
@@ -79,23 +95,33 @@ class CallbackEngine(Coordination):
         self._slots = asyncio.Semaphore(config.max_concurrency)  # all deliveries together
         self._host_slots = {}  # (host, port) -> [Semaphore, users]: a slow receiver holds only its own
         self._next_sweep = 0.0
+        self._sweeping = None  # the running sweep task, if any
         self._stopping = False
+        self.writer = RecordWriter(store)
+        # While records are read in another thread, the keys finished meanwhile,
+        # so the stale copies read cannot bring them back.
+        self._reads = 0
+        self._finished_during_read = set()
         self._init_coordination(claims)  # HA: see coordination.py
 
     # -- lifecycle --------------------------------------------------------
 
     async def startup(self):
         self._start_claims()  # HA: heartbeat first, so the records loaded below can be claimed
-        loaded = self.load_unfinished()
+        loaded = self._apply_unfinished(await self._read_in_thread())
         log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
 
     async def main_loop(self, should_exit):
-        while not should_exit.is_set():
-            self.on_tick(self.clock())
-            try:
-                await asyncio.wait_for(should_exit.wait(), TICK)
-            except asyncio.TimeoutError:
-                pass
+        writer = asyncio.get_running_loop().create_task(self.writer.run(should_exit))
+        try:
+            while not should_exit.is_set():
+                self.on_tick(self.clock())
+                try:
+                    await asyncio.wait_for(should_exit.wait(), TICK)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await writer
 
     async def shutdown(self, grace=SHUTDOWN_GRACE):
         self._stopping = True
@@ -108,7 +134,11 @@ class CallbackEngine(Coordination):
             if not_done:
                 log.info("callbacks engine: %d attempt(s) cancelled; they stay pending and resume at next start", len(not_done))
                 await asyncio.gather(*not_done, return_exceptions=True)
-        await self._stop_coordination()  # HA: release claims so other masters take over at once
+        if not await self.writer.drain():
+            log.error("callbacks engine: %d record(s) could not be written before stopping; their "
+                      "payloads are sent again at the next start", self.writer.pending())
+        self.writer.close()
+        await self._stop_coordination()  # HA: after the last writes; other masters take over at once
         await self.transport.close()
         log.info("callbacks engine stopped")
 
@@ -124,18 +154,26 @@ class CallbackEngine(Coordination):
     def load_unfinished(self):
         """Queue every record in the store that still has work, and deliver
         returns that reached the job cache while no engine listened. Returns
-        how many records were resumed."""
+        how many records were resumed. (Reads on the caller's thread; the
+        engine itself uses ``startup()``, which reads in another.)"""
         return self._apply_unfinished(self._read_unfinished())
 
     async def reconcile(self):
         """Catch up after events were lost (the bus cut this subscriber off):
-        the same as a start, with the reads done off the event loop."""
-        snapshot = await asyncio.get_running_loop().run_in_executor(None, self._read_unfinished)
-        resumed = self._apply_unfinished(snapshot, stale=True)
+        the same as a start."""
+        resumed = self._apply_unfinished(await self._read_in_thread())
         log.log(logging.WARNING if resumed else logging.INFO,
                 "callbacks: caught up with the store and the job cache after the bus connection "
                 "closed; %d record(s) picked up", resumed)
         return resumed
+
+    async def _read_in_thread(self):
+        # Events keep coming while the thread reads: remember what finishes meanwhile.
+        self._reads += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self._read_unfinished)
+        finally:
+            self._reads -= 1
 
     def _read_unfinished(self):
         """``[(jid, records, returns)]`` for every job with work left. Reads only:
@@ -154,16 +192,15 @@ class CallbackEngine(Coordination):
             found.append((jid, records, returns))
         return found
 
-    def _apply_unfinished(self, snapshot, stale=False):
+    def _apply_unfinished(self, snapshot):
         count = 0
+        finished = self._finished_during_read
+        if not self._reads:
+            self._finished_during_read = set()
         for jid, records, returns in snapshot:
             for record in records:
-                if stale and record.key not in self.live:
-                    # Read in another thread: the engine may have finished it since.
-                    record = self.store.get(record.device_id, record.jid)
-                    if record is None:
-                        continue
-                count += self._track(record)
+                if record.key not in finished:  # else the copy read is older than the engine's
+                    count += self._track(record)
             for device_id, data in returns.items():
                 record = self.live.get((jid, device_id))
                 if record is not None and record.phase != EXECUTED:
@@ -187,6 +224,10 @@ class CallbackEngine(Coordination):
         when = self.clock() if delivery.next_attempt_at is None else delivery.next_attempt_at
         heapq.heappush(self._due, (when, next(self._seq), record.jid, record.device_id, delivery.state))
 
+    def _queue_retry(self, record, delivery):
+        self._queue(record, delivery)
+        self._start_due(self.clock())  # one due at once need not wait for the next tick
+
     def _remember_unregistered(self, jid):
         self._unregistered[jid] = None
         if len(self._unregistered) > UNREGISTERED_MEMORY:
@@ -202,9 +243,7 @@ class CallbackEngine(Coordination):
             parts = tag.split("/")
             if parts[:2] == ["salt", "callbacks"]:
                 if len(parts) == 4 and parts[3] == "registered":
-                    # The runner changed a job's records after publishing it.
-                    self._unregistered.pop(parts[2], None)
-                    self.on_job_published(parts[2])
+                    self.on_job_changed(parts[2])
                 elif len(parts) == 5 and parts[4] == "redeliver":
                     self.on_redeliver(parts[2], parts[3])
                 return
@@ -217,7 +256,7 @@ class CallbackEngine(Coordination):
                 self.on_return(parts[2], device_id, data)
             elif len(parts) == 4 and parts[3] == "new":
                 self._remember_new_job(parts[2], data)
-                self.on_job_published(parts[2])
+                self.on_job_published(parts[2], _minions_of(data))
             elif len(parts) == 4 and parts[3] == "publish" and isinstance(data, dict) and data.get("metadata"):
                 self.on_job_with_metadata(parts[2], data)
         except CallbackError as exc:
@@ -227,7 +266,9 @@ class CallbackEngine(Coordination):
         except Exception:  # boundary: one bad event must not end the engine
             log.error("callbacks: unexpected error handling event %s", tag, exc_info=True)
 
-    def on_job_published(self, jid):
+    def on_job_published(self, jid, minions=None):
+        """Track a job's records. ``minions``: whom the master published to;
+        a record for anyone else is about to be removed by the runner."""
         if jid in self._unregistered:
             return
         records = self.store.records_of_job(jid)
@@ -235,7 +276,19 @@ class CallbackEngine(Coordination):
             self._remember_unregistered(jid)
             return
         for record in records:
-            self._track(record)
+            if minions is None or record.device_id in minions:
+                self._track(record)
+
+    def on_job_changed(self, jid):
+        """The runner changed a job's records after publishing it (the master
+        targeted other minions than it had resolved): follow the store."""
+        self._unregistered.pop(jid, None)
+        entry = self.store.job(jid)
+        devices = set(entry.get("devices", [])) if entry else set()
+        for key in [key for key in self.live if key[0] == jid and key[1] not in devices]:
+            if self.live[key].phase == WAITING:
+                del self.live[key]
+        self.on_job_published(jid)
 
     def _remember_new_job(self, jid, data):
         # The ``new`` event names the minions and the publish time; the
@@ -278,9 +331,9 @@ class CallbackEngine(Coordination):
             log.warning("callbacks: redelivery of %s on %s asked for, but nothing was sent yet", jid, device_id)
             return
         self.live[record.key] = record
-        self._persist(record, "redelivery")
         log.info("callbacks: redelivering %s of job %s on %s", delivery.state, jid, device_id)
-        self._start(record, delivery)
+        # The runner answered "queued": start once that is in the store.
+        self._persist(record, then=lambda: self._start(record, delivery))
 
     def on_return(self, jid, device_id, data):
         if _was_trimmed(data):
@@ -303,14 +356,16 @@ class CallbackEngine(Coordination):
             if record is None:
                 return  # a device the job did not target, an expired record, or another master's
         now = self.clock()
+        if record.expires_at(self.config.retention) <= now:
+            return  # past retention: the sweep is removing it
         delivery = record.on_return(data, now, self.config.max_body_bytes)
         if delivery is None:
             log.debug("callbacks: duplicate return for %s from %s ignored", jid, device_id)
             return
         self.live[record.key] = record
-        self._persist(record, "return")
+        self._persist(record)
         log.info("callbacks: %s returned for job %s; sending COMMAND_EXECUTED", device_id, jid)
-        self._start(record, delivery)
+        self._start(record, delivery)  # the return is durable in Salt's job cache already
 
     # -- ticks ------------------------------------------------------------
 
@@ -324,23 +379,21 @@ class CallbackEngine(Coordination):
                 log.error("callbacks: %s failed", step.__name__, exc_info=True)
 
     def _fire_deadlines(self, now):
-        while self._deadlines and self._deadlines[0][0] <= now:
+        for _ in range(DEADLINES_PER_TICK):
+            if not self._deadlines or self._deadlines[0][0] > now:
+                return
             _, jid, device_id = heapq.heappop(self._deadlines)
             record = self.live.get((jid, device_id))
             if record is None or record.phase != WAITING:
                 continue
-            if not self._still_stored(record):
-                # The runner removed it (the master did not target this device after all).
-                self.live.pop(record.key, None)
-                self._release_claim(record)  # HA
-                continue
             delivery = record.on_deadline(now)
             if delivery is None:
                 continue
-            self._persist(record, "timeout")
             log.info("callbacks: job %s on %s timed out after %d s; sending TIMEOUT", jid, device_id, record.timeout)
-            self.notify(f"{EVENT_PREFIX}/{jid}/{device_id}/timeout", {"jid": jid, "device_id": device_id, "timeout": record.timeout})
-            self._start(record, delivery)
+            timeout_event = (f"{EVENT_PREFIX}/{jid}/{device_id}/timeout",
+                             {"jid": jid, "device_id": device_id, "timeout": record.timeout})
+            self._persist(record, then=lambda event=timeout_event: self.notify(*event))
+            self._start(record, delivery)  # the deadline was in the store before the job was published
 
     def _start_due(self, now):
         while self._due and self._due[0][0] <= now:
@@ -355,20 +408,20 @@ class CallbackEngine(Coordination):
 
     # -- persistence ------------------------------------------------------
 
-    def _persist(self, record, what):
-        """Write ``record``; on failure keep going from memory (the next
-        attempt writes it again) rather than lose the webhook."""
-        try:
-            self.store.save(record)
-        except CallbackError:
-            log.error("callbacks: could not persist %s of job %s on %s; continuing from memory",
-                      what, record.jid, record.device_id, exc_info=True)
+    def _persist(self, record, then=None):
+        """Write ``record`` with the writer's next flush, then call ``then()``.
+        If the store fails, ``then`` still runs: the engine carries on from
+        memory rather than lose the webhook, and the writer tries again."""
+        self.writer.mark(record, then)
 
-    def _still_stored(self, record):
-        try:
-            return self.store.get(record.device_id, record.jid) is not None
-        except CallbackError:
-            return True  # cannot tell: sending a TIMEOUT beats losing one
+    def _forget_if_finished(self, record):
+        # Only once written: until then a duplicate return or a redelivery
+        # must find this copy, not the older one in the store.
+        if record.finished and self.live.get(record.key) is record:
+            del self.live[record.key]
+            self._release_claim(record)  # HA: only now is its final state written
+            if self._reads:
+                self._finished_during_read.add(record.key)
 
     # -- deliveries -------------------------------------------------------
 
@@ -424,24 +477,30 @@ class CallbackEngine(Coordination):
         if self.live.get(record.key) is not record:
             return  # swept while the attempt ran: the record is gone, write nothing back
         outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng, key_fingerprint)
-        self._persist(record, f"attempt {delivery.attempts}")
         target = redact_url(record.url)
-        if outcome == DELIVERED:
-            log.info("callbacks: %s for job %s on %s delivered to %s (HTTP %s, attempt %d)",
-                     delivery.state, record.jid, record.device_id, target, result.status, delivery.attempts)
-            self.notify(f"{EVENT_PREFIX}/{record.jid}/{record.device_id}/delivered", self._event_data(record, delivery, result))
-        elif outcome == RETRY:
+        if outcome == RETRY:
             log.warning("callbacks: %s for job %s on %s to %s failed (%s); attempt %d, next in %.1f s",
                         delivery.state, record.jid, record.device_id, target, delivery.reason,
                         delivery.attempts, delivery.next_attempt_at - started)
-            self._queue(record, delivery)
+            # A retry is relied on only once its schedule is in the store.
+            self._persist(record, then=lambda: self._queue_retry(record, delivery))
+            return
+        if outcome == DELIVERED:
+            log.info("callbacks: %s for job %s on %s delivered to %s (HTTP %s, attempt %d)",
+                     delivery.state, record.jid, record.device_id, target, result.status, delivery.attempts)
+            tag = f"{EVENT_PREFIX}/{record.jid}/{record.device_id}/delivered"
         else:
             log.error("callbacks: %s for job %s on %s to %s failed for good: %s",
                       delivery.state, record.jid, record.device_id, target, delivery.reason)
-            self.notify(f"{EVENT_PREFIX}/{record.jid}/{record.device_id}/failed", self._event_data(record, delivery, result))
-        if record.finished:
-            self.live.pop(record.key, None)
-            self._release_claim(record)  # HA: after the final write above
+            tag = f"{EVENT_PREFIX}/{record.jid}/{record.device_id}/failed"
+        event = self._event_data(record, delivery, result)
+
+        def announce():
+            # A Reactor that reads the record on this event finds the outcome in it.
+            self.notify(tag, event)
+            self._forget_if_finished(record)
+
+        self._persist(record, then=announce)
 
     @staticmethod
     def _event_data(record, delivery, result):
@@ -459,36 +518,56 @@ class CallbackEngine(Coordination):
     # -- retention --------------------------------------------------------
 
     def _sweep_if_due(self, now):
-        if now < self._next_sweep:
+        if now < self._next_sweep or (self._sweeping is not None and not self._sweeping.done()):
             return
         # Sweep often enough that a record outlives its retention by at most ~10%.
         self._next_sweep = now + min(60.0, max(0.5, self.config.retention / 10))
-        self.sweep(now)
+        self._sweeping = asyncio.get_running_loop().create_task(self._sweep_in_thread(now))
+
+    async def _sweep_in_thread(self, now):
+        # Listing 100k jobs takes a while: do it, and the removals, in the
+        # writer's thread (ordered after the writes before it), so delivery
+        # goes on meanwhile. Only the in-memory part runs on the loop.
+        try:
+            expired = await self.writer.call(self.store.expired_jobs, now - self.config.retention)
+            self._drop_expired(expired)
+            await self.writer.call(self._remove_expired, expired)
+        except Exception:  # boundary: a failing store must not stop the clock
+            log.error("callbacks: the retention sweep failed", exc_info=True)
 
     def sweep(self, now):
-        """Remove records older than the retention. Returns how many were removed."""
-        removed = 0
-        for jid in self.store.jids():
-            entry = self.store.job(jid)
-            if entry is None:
-                continue
-            if entry.get("created", 0) + self.config.retention > now:
-                break  # jids sort by time: everything after this is younger
-            devices = entry.get("devices", [])
+        """Remove records older than the retention, on the caller's thread.
+        Returns how many were removed."""
+        expired = self.store.expired_jobs(now - self.config.retention)
+        self._drop_expired(expired)
+        return self._remove_expired(expired)
+
+    def _drop_expired(self, expired):
+        for jid, devices in expired:
             for device_id in devices:
+                self.writer.forget((jid, device_id))
                 record = self.live.pop((jid, device_id), None)
-                if record is not None:
-                    self._release_claim(record)  # HA
-                    dropped = record.drop_pending(f"record expired after {self.config.retention:g} s retention")
-                    for delivery in dropped:
-                        log.warning("callbacks: dropping pending %s for job %s on %s: record expired",
-                                    delivery.state, jid, device_id)
+                if record is None:
+                    continue
+                self._release_claim(record)  # HA
+                for delivery in record.drop_pending(f"record expired after {self.config.retention:g} s retention"):
+                    log.warning("callbacks: dropping pending %s for job %s on %s: record expired",
+                                delivery.state, jid, device_id)
+
+    def _remove_expired(self, expired):
+        removed = 0
+        for jid, devices in expired:
             self.store.remove_job(jid, devices)
             removed += len(devices)
         if removed:
             log.info("callbacks: swept %d expired callback record(s)", removed)
         return removed
 
+
+def _minions_of(data):
+    """The ``minions`` list of a ``new`` event, as a set; None when it has none."""
+    minions = data.get("minions") if isinstance(data, dict) else None
+    return set(minions) if isinstance(minions, list) and minions else None
 
 
 def _was_trimmed(data):

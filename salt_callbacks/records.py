@@ -27,6 +27,8 @@ Records are plain data: the engine mutates them and the store persists
 
 import dataclasses
 import datetime
+import json
+import sys
 import uuid
 
 from . import payload as payloads
@@ -74,7 +76,7 @@ class TransitionError(ValueError):
     """A programming error: a state change the machine does not allow."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Delivery:
     state: str  # payload state: COMMAND_EXECUTED or TIMEOUT
     delivery_id: str
@@ -112,7 +114,8 @@ class AttemptResult:
     retry_after: float | None = None
 
 
-@dataclasses.dataclass
+# slots: 100k waiting records must fit in the engine's memory target.
+@dataclasses.dataclass(slots=True)
 class Record:
     jid: str
     device_id: str
@@ -293,7 +296,12 @@ class Record:
         return view
 
     def to_dict(self):
-        data = dataclasses.asdict(self)
+        """A snapshot for the store. Shallow where that is safe (the engine's
+        writer takes it on the loop, for every flush): ``command`` and the
+        ``sent_requests`` entries are never changed once made."""
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        data["deliveries"] = [{name: getattr(d, name) for name in _DELIVERY_FIELDS} for d in self.deliveries]
+        data["sent_requests"] = list(self.sent_requests)
         data["schema"] = SCHEMA
         return data
 
@@ -302,4 +310,34 @@ class Record:
         data = dict(data)
         data.pop("schema", None)
         data["deliveries"] = [Delivery(**d) for d in data.get("deliveries", [])]
+        # Many records repeat these strings and commands; share one copy of each.
+        for name in ("url", "signer", "user", "device_id"):
+            if isinstance(data.get(name), str):
+                data[name] = sys.intern(data[name])
+        data["command"] = _shared_command(data.get("command"))
         return cls(**data)
+
+
+#: Distinct commands remembered for sharing; past this the memo starts over.
+COMMAND_MEMO_SIZE = 4096
+_COMMANDS = {}
+
+
+def _shared_command(command):
+    # Records never change their command after creation, so equal ones can be one object.
+    if not isinstance(command, dict):
+        return command
+    try:
+        key = json.dumps(command, sort_keys=True)
+    except (TypeError, ValueError):
+        return command
+    shared = _COMMANDS.get(key)
+    if shared is None:
+        if len(_COMMANDS) >= COMMAND_MEMO_SIZE:
+            _COMMANDS.clear()
+        shared = _COMMANDS[key] = {sys.intern(k) if isinstance(k, str) else k: v for k, v in command.items()}
+    return shared
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("deliveries", "sent_requests"))
+_DELIVERY_FIELDS = tuple(f.name for f in dataclasses.fields(Delivery))

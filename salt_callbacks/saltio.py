@@ -223,14 +223,60 @@ class MasterBus:
 
             self._event.subscriber.disconnect_callback = disconnected
 
-    def fire(self, tag, data):
-        try:
-            self._event.fire_event(dict(data), tag)
-        except Exception:  # boundary: a notification must never stop a delivery
-            log.warning("callbacks: could not fire event %s", tag, exc_info=True)
-
     def close(self):
         self._event.destroy()
+
+
+class EventSender:
+    """Fires the engine's events from a thread of its own, in order.
+
+    Firing on the engine's loop is synchronous in Salt (a ``SyncWrapper``
+    that, inside a running loop, starts and joins a thread for every event):
+    measured, that was a third to two thirds of the engine's loop time under
+    load. Here the loop only enqueues; the thread fires through a plain sync
+    master event, as a runner does. At most ``capacity`` events wait; past
+    that new ones are dropped and counted (a Reactor alert is not worth
+    stalling deliveries for).
+    """
+
+    def __init__(self, opts, capacity=100000):
+        import queue  # pylint: disable=import-outside-toplevel
+        import threading  # pylint: disable=import-outside-toplevel
+
+        self._opts = opts
+        self._queue = queue.Queue(capacity)
+        self._full = queue.Full
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="callbacks-events", daemon=True)
+        self._thread.start()
+
+    def fire(self, tag, data):
+        try:
+            self._queue.put_nowait((tag, dict(data)))
+        except self._full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("callbacks: %d engine event(s) dropped: the master bus is not keeping up", self.dropped)
+
+    def _run(self):
+        with salt.utils.event.get_master_event(self._opts, self._opts["sock_dir"], listen=False) as bus:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                tag, data = item
+                try:
+                    bus.fire_event(data, tag)
+                except Exception:  # boundary: a notification must never stop the others
+                    log.warning("callbacks: could not fire event %s", tag, exc_info=True)
+
+    def close(self, timeout=5.0):
+        """Fire what is queued (up to ``timeout`` seconds), then stop."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except self._full:
+            return
+        self._thread.join(timeout)
 
 
 class JobCache:

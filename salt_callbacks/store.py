@@ -73,6 +73,18 @@ class CallbackStore:
         keys = self._call("list jobs", self._backend.list, JOBS_BANK)
         return sorted(k for k in keys if _is_jid(k))
 
+    def expired_jobs(self, cutoff):
+        """``[(jid, devices)]`` of the jobs created at or before ``cutoff``, oldest first."""
+        expired = []
+        for jid in self.jids():
+            entry = self.job(jid)
+            if entry is None:
+                continue
+            if entry.get("created", 0) > cutoff:
+                break  # jids sort by time: everything after this is younger
+            expired.append((jid, list(entry.get("devices", []))))
+        return expired
+
     def remove_job(self, jid, devices):
         for device_id in devices:
             self.delete(device_id, jid)
@@ -90,13 +102,12 @@ class CallbackStore:
             raise StoreError(f"callback record {device_id}/{jid} is unreadable: {exc}") from exc
 
     def save(self, record):
-        self._call(
-            f"write record {record.device_id}/{record.jid}",
-            self._backend.store,
-            self._bank(record.device_id),
-            record.jid,
-            record.to_dict(),
-        )
+        self.save_data(record.device_id, record.jid, record.to_dict())
+
+    def save_data(self, device_id, jid, data):
+        """Write a record given as ``Record.to_dict()`` (the engine's writer
+        thread snapshots records on the loop and writes the dicts)."""
+        self._call(f"write record {device_id}/{jid}", self._backend.store, self._bank(device_id), jid, data)
 
     def delete(self, device_id, jid):
         self._call(f"delete record {device_id}/{jid}", self._backend.flush, self._bank(device_id), jid)

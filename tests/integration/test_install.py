@@ -160,7 +160,6 @@ def test_a_wheel_carries_the_three_salt_modules_and_the_entry_point(built):
 @pytest.mark.timeout(90)
 def test_a_master_with_the_wheel_installed_loads_engine_runner_and_returner(
         wheel, shared_site, tmp_path_factory, receiver, hook):
-    started = time.monotonic()
     root = tmp_path_factory.mktemp("whl")
     env = ih.make_venv(root / "venv", shared_site)
     ih.pip_install(env, wheel, cwd=root)
@@ -191,8 +190,6 @@ def test_a_master_with_the_wheel_installed_loads_engine_runner_and_returner(
     extmods = Path(ih.master_option(env, layout, "extension_modules"))
     assert _inside(extmods, root)
     assert not list(extmods.rglob("callbacks.py")), "the modules must come from the wheel"
-    elapsed = time.monotonic() - started
-    assert elapsed < 90, f"took {elapsed:.1f} s"
 
 
 @pytest.mark.timeout(150)

@@ -219,13 +219,24 @@ class Rig:
 
 
 async def settle(engine):
-    """Wait, a bounded number of passes, until no delivery attempt is in flight."""
+    """Wait, a bounded number of passes, until no delivery attempt is in flight,
+    no sweep runs and the writer has flushed what it can (with a failing
+    store, what stays dirty waits for the writer's next try)."""
     for _ in range(MAX_PASSES):
         tasks = list(engine._in_flight.values())  # pylint: disable=protected-access
-        if not tasks:
+        sweep = engine._sweeping  # pylint: disable=protected-access
+        if sweep is not None and not sweep.done():
+            tasks.append(sweep)
+        if tasks:
+            await asyncio.gather(*tasks)
+            await asyncio.sleep(0)  # let done-callbacks drop finished tasks
+            continue
+        if not engine.writer.pending():
             return
-        await asyncio.gather(*tasks)
-        await asyncio.sleep(0)  # let done-callbacks drop finished tasks
+        written = await engine.writer.flush()  # runs what waited for the write: retries, events
+        await asyncio.sleep(0)
+        if not written and not engine._in_flight:  # pylint: disable=protected-access
+            return  # the store is failing
     raise AssertionError(f"deliveries still in flight after {MAX_PASSES} passes")
 
 
