@@ -33,7 +33,15 @@ KEYS = {
     "max_concurrency": (200, "deliveries in flight at once, all receivers together"),
     "per_host_limit": (20, "deliveries in flight at once to one receiver host"),
     "max_body_bytes": (1048576, "largest webhook body; a bigger result is replaced by a marker"),
+    "coordination": (
+        "auto",
+        "how engines on several masters agree who delivers: auto (redis when the store is on redis), local, redis",
+    ),
+    "lease_ttl": (10, "seconds a master's claims outlive its last heartbeat; a dead master's work moves after this"),
+    "takeover_interval": (2, "seconds between an engine's scans for callbacks no live master holds"),
 }
+
+COORDINATION_MODES = ("auto", "local", "redis")
 
 MIN_TIMEOUT = 1
 MAX_TIMEOUT = 600
@@ -53,6 +61,9 @@ class CallbacksConfig:
     max_concurrency: int = KEYS["max_concurrency"][0]
     per_host_limit: int = KEYS["per_host_limit"][0]
     max_body_bytes: int = KEYS["max_body_bytes"][0]
+    coordination: str = KEYS["coordination"][0]
+    lease_ttl: float = KEYS["lease_ttl"][0]
+    takeover_interval: float = KEYS["takeover_interval"][0]
 
     def __repr__(self):
         # Secrets never reach a log line, even through a debug repr of the config.
@@ -98,6 +109,9 @@ class CallbacksConfig:
         )
         values["per_host_limit"] = _int("per_host_limit", get("per_host_limit"), problems, 1, 100000)
         values["max_body_bytes"] = _int("max_body_bytes", get("max_body_bytes"), problems, 4096, 64 * 1024 * 1024)
+        values["coordination"] = _choice("coordination", get("coordination"), problems, COORDINATION_MODES)
+        values["lease_ttl"] = _number("lease_ttl", get("lease_ttl"), problems, 1, 600)
+        values["takeover_interval"] = _number("takeover_interval", get("takeover_interval"), problems, 0.1, 600)
         if problems:
             raise ConfigError(problems)
         return cls(**values), unknown
@@ -144,6 +158,13 @@ def _optional_str(key, value, problems):
     if value is not None and (not isinstance(value, str) or not value):
         problems.append(f"callbacks:{key} must be a non-empty string or null, got {value!r}")
         return None
+    return value
+
+
+def _choice(key, value, problems, choices):
+    if value not in choices:
+        problems.append(f"callbacks:{key} must be one of {', '.join(choices)}, got {value!r}")
+        return KEYS[key][0]
     return value
 
 

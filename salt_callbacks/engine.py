@@ -39,6 +39,7 @@ import random
 import time
 import urllib.parse
 
+from .coordination import Coordination
 from .exceptions import CallbackError, SigningError
 from .records import EXECUTED, PENDING, WAITING, AttemptResult
 from .redact import redact_url
@@ -59,6 +60,9 @@ NEW_JOBS_MEMORY = 10000
 SHUTDOWN_GRACE = 5.0
 #: Jobs read from the store per batch, off the loop.
 LOOKUP_BATCH = 500
+#: Seconds between reads while the store fails, and between the errors logged meanwhile.
+LOOKUP_RETRY = 1.0
+LOOKUP_LOG_EVERY = 30.0
 #: TIMEOUTs fired per tick at most: a herd of overdue deadlines (after a
 #: restart, say) is spread over ticks instead of stalling the loop.
 DEADLINES_PER_TICK = 2000
@@ -68,15 +72,17 @@ EVENT_PREFIX = "salt/callbacks"
 TRIMMED = "VALUE_TRIMMED"
 
 
-class CallbackEngine:
+class CallbackEngine(Coordination):
     def __init__(self, config, store, transport, keys_for, clock=time.time, rng=random.random, notify=None,
-                 recover=None, register_metadata=None):
+                 recover=None, register_metadata=None, claims=None):
         """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
         or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
         ``recover(jid)`` returns ``{device_id: return data}`` from the master
         job cache, for returns that came while no engine was listening;
         ``register_metadata(jid, publish_data, minions, stamp)`` validates and
-        stores the records of a job published with callback metadata."""
+        stores the records of a job published with callback metadata;
+        ``claims`` says which records this engine may act on when several
+        masters share the store (``ownership``; default: all of them)."""
         self.config = config
         self.store = store
         self.transport = transport
@@ -100,6 +106,9 @@ class CallbackEngine:
         self._sweeping = None  # the running sweep task, if any
         self._lookups = collections.OrderedDict()  # jid -> {"minions", "returns"}, awaiting a read
         self._lookup_task = None
+        self._lookup_failing = False  # the last read failed: reads wait for on_tick's retry
+        self._lookup_retry_at = 0.0
+        self._lookup_log_at = 0.0
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="callbacks-reader")
         self._stopping = False
         self.writer = RecordWriter(store)
@@ -107,10 +116,12 @@ class CallbackEngine:
         # so the stale copies read cannot bring them back.
         self._reads = 0
         self._finished_during_read = set()
+        self._init_coordination(claims)  # HA: see coordination.py
 
     # -- lifecycle --------------------------------------------------------
 
     async def startup(self):
+        self._start_claims()  # HA: heartbeat first, so the records loaded below can be claimed
         loaded = self._apply_unfinished(await self._read_in_thread())
         log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
 
@@ -151,6 +162,7 @@ class CallbackEngine:
                       "payloads are sent again at the next start", self.writer.pending())
         self.writer.close()
         self._reader.shutdown(wait=False, cancel_futures=True)
+        await self._stop_coordination()  # HA: after the last writes; other masters take over at once
         await self.transport.close()
         log.info("callbacks engine stopped")
 
@@ -221,6 +233,8 @@ class CallbackEngine:
     def _track(self, record):
         if record.finished or record.key in self.live:
             return 0
+        if not self._claim(record):  # HA: another live master owns it
+            return 0
         self.live[record.key] = record
         if record.phase == WAITING:
             heapq.heappush(self._deadlines, (record.deadline, record.jid, record.device_id))
@@ -268,6 +282,8 @@ class CallbackEngine:
             elif len(parts) == 4 and parts[3] == "publish" and isinstance(data, dict) and data.get("metadata"):
                 self.on_job_with_metadata(parts[2], data)
         except CallbackError as exc:
+            if self._defer(tag, data, exc):  # HA: the store is unreachable; replayed later
+                return
             log.error("callbacks: cannot handle event %s: %s", tag, exc)
         except Exception:  # boundary: one bad event must not end the engine
             log.error("callbacks: unexpected error handling event %s", tag, exc_info=True)
@@ -289,7 +305,7 @@ class CallbackEngine:
         waiting = self._lookups.get(jid)
         if waiting is None:
             waiting = self._lookups[jid] = {"minions": minions, "returns": []}
-            if self._lookup_task is None or self._lookup_task.done():
+            if not self._lookup_failing and (self._lookup_task is None or self._lookup_task.done()):
                 self._lookup_task = asyncio.get_running_loop().create_task(self._read_lookups())
         elif minions is not None:
             waiting["minions"] = minions
@@ -298,30 +314,41 @@ class CallbackEngine:
 
     async def _read_lookups(self):
         loop = asyncio.get_running_loop()
-        while self._lookups:
+        while self._lookups and not self._stopping:
             batch = list(itertools.islice(self._lookups, LOOKUP_BATCH))
             self._reads += 1
             try:
                 found = await loop.run_in_executor(self._reader, self._read_jobs, batch)
-            except Exception:  # boundary: a failing store must not stop the engine
-                log.error("callbacks: could not read %d job(s) from the store; their returns wait for "
-                          "the next catch-up", len(batch), exc_info=True)
-                found = {}
+            except CallbackError as exc:
+                # The events wait, they are not dropped: on_tick tries again later.
+                now = self.clock()
+                if not self._lookup_failing or now >= self._lookup_log_at:
+                    log.error("callbacks: could not read %d job(s) from the store (%s); their events wait, "
+                              "trying again every %g s", len(self._lookups), exc, LOOKUP_RETRY)
+                    self._lookup_log_at = now + LOOKUP_LOG_EVERY
+                self._lookup_failing = True
+                self._lookup_retry_at = now + LOOKUP_RETRY
+                return
             finally:
                 self._reads -= 1
+            if self._lookup_failing:
+                log.info("callbacks: the store answers again; handling the events that waited")
+                self._lookup_failing = False
             finished = self._take_finished_during_read()
             for jid in batch:
                 waiting = self._lookups.pop(jid, None)
                 if waiting is not None:
-                    self._apply_lookup(jid, found.get(jid), waiting, finished)
+                    self._apply_lookup(jid, found[jid], waiting, finished)
+
+    def _retry_lookups(self, now):
+        if self._lookups and now >= self._lookup_retry_at and (self._lookup_task is None or self._lookup_task.done()):
+            self._lookup_task = asyncio.get_running_loop().create_task(self._read_lookups())
 
     def _read_jobs(self, jids):
         # In the reader thread: reads only.
         return {jid: self.store.records_of_job(jid) for jid in jids}
 
     def _apply_lookup(self, jid, records, waiting, finished):
-        if records is None:
-            return  # the read failed: reconcile picks the job up
         if not records:
             self._remember_unregistered(jid)
             return
@@ -380,7 +407,8 @@ class CallbackEngine:
         log.info("callbacks: job %s registered from its metadata for %d minion(s)", jid, len(records))
 
     def on_redeliver(self, jid, device_id):
-        record = self.live.get((jid, device_id)) or self.store.get(device_id, jid)
+        # HA: a record another master holds is handed over to it
+        record = self.live.get((jid, device_id)) or self._claimed_record(jid, device_id, "redeliver", keep_finished=True)
         if record is None:
             log.warning("callbacks: redelivery of %s on %s asked for, but there is no such record", jid, device_id)
             return
@@ -405,11 +433,19 @@ class CallbackEngine:
     def _accept_return(self, jid, device_id, data, looked_up=False):
         record = self.live.get((jid, device_id))
         if record is None:
-            if jid not in self._unregistered and not looked_up:
-                self._look_up(jid, ret=(device_id, data))
-            # Else: a job without callbacks, a device it did not target, an
-            # expired record, or a duplicate of a finished one.
-            return
+            if jid in self._unregistered or looked_up:
+                # A job without callbacks, a device it did not target, an
+                # expired record, or a duplicate of a finished one.
+                return
+            if not self.claims.shared:
+                self._look_up(jid, ret=(device_id, data))  # read off the loop, then handled
+                return
+            if self.store.job(jid) is None:
+                self._remember_unregistered(jid)
+                return
+            record = self._claimed_record(jid, device_id, "return", data)  # HA: None when handed to its owner
+            if record is None:
+                return  # a device the job did not target, an expired record, or another master's
         now = self.clock()
         if record.expires_at(self.config.retention) <= now:
             return  # past retention: the sweep is removing it
@@ -426,7 +462,8 @@ class CallbackEngine:
 
     def on_tick(self, now):
         """Fire what has fallen due by ``now``. Each step survives its own errors."""
-        for step in (self._fire_deadlines, self._start_due, self._sweep_if_due):
+        self._coordinate_if_due(now)  # HA: heartbeat, hand-overs, takeover scan
+        for step in (self._retry_lookups, self._fire_deadlines, self._start_due, self._sweep_if_due):
             try:
                 step(now)
             except Exception:  # boundary: a failing store must not stop the clock
@@ -473,6 +510,7 @@ class CallbackEngine:
         # must find this copy, not the older one in the store.
         if record.finished and self.live.get(record.key) is record:
             del self.live[record.key]
+            self._release_claim(record)  # HA: only now is its final state written
             if self._reads:
                 self._finished_during_read.add(record.key)
 
@@ -480,6 +518,8 @@ class CallbackEngine:
 
     def _start(self, record, delivery):
         if delivery.delivery_id in self._in_flight or self._stopping:
+            return
+        if not self._may_deliver(record, delivery):  # HA: parked while this master's claims are unconfirmed
             return
         task = asyncio.get_running_loop().create_task(self._attempt(record, delivery))
         self._in_flight[delivery.delivery_id] = task
@@ -600,6 +640,7 @@ class CallbackEngine:
                 record = self.live.pop((jid, device_id), None)
                 if record is None:
                     continue
+                self._release_claim(record)  # HA
                 for delivery in record.drop_pending(f"record expired after {self.config.retention:g} s retention"):
                     log.warning("callbacks: dropping pending %s for job %s on %s: record expired",
                                 delivery.state, jid, device_id)

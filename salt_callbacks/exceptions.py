@@ -10,6 +10,7 @@ The tree, so a caller can catch exactly what it can handle::
     ├── SigningError               no usable secret for a record's signer
     ├── DeliveryError              one HTTP attempt failed (carries the redacted URL)
     ├── StoreError                 the callback store could not be read or written
+    ├── ClaimError                 the shared claims backend (Redis) could not be reached
     ├── NotFoundError              no such callback record (or it has expired), or no such device
     ├── InvalidPageError           a page of a listing past its last page
     ├── AccessDeniedError          the caller may not run that command on that target
@@ -86,6 +87,18 @@ class DeliveryError(CallbackError):
 
 class StoreError(CallbackError):
     """The callback store failed to read or write."""
+
+
+class ClaimError(CallbackError):
+    """The claims backend that masters coordinate through (Redis) failed.
+
+    ``endpoint`` names where it was (host:port, never a password)."""
+
+    def __init__(self, what, endpoint, reason):
+        self.what = what
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(f"callback claims at {endpoint} could not {what}: {reason}")
 
 
 class NotFoundError(CallbackError):

@@ -12,7 +12,7 @@ import time
 from . import apiconfig, saltio, sealing, service
 from .config import CallbacksConfig, unknown_keys_message
 from .engine import CallbackEngine
-from .exceptions import InputError
+from .exceptions import ConfigError, InputError
 from .guard import AddressGuard
 from .secrets import SecretResolver
 from .store import CallbackStore
@@ -36,6 +36,41 @@ def build_store(opts, config):
     engine and the ``callbacks`` returner module all build it here (not
     through Salt's returner loader, which cost ~20 ms per runner call)."""
     return CallbackStore(saltio.cache_backend(opts, config.cache))
+
+
+def store_driver(opts, config):
+    return config.cache or opts.get("cache", "localfs")
+
+
+def build_claims(opts, config):
+    """How this master's engine agrees with the others who delivers what
+    (``ownership``): Redis claims when ``coordination`` is ``redis``, or
+    ``auto`` with the store on the redis cache driver; else local (one master)."""
+    from . import ownership  # pylint: disable=import-outside-toplevel
+
+    mode = config.coordination
+    if mode == "auto":
+        mode = "redis" if store_driver(opts, config) == "redis" else "local"
+    if mode == "local":
+        return ownership.LocalClaims(opts.get("id", "local"))
+    settings = saltio.redis_settings(opts)
+    if settings["cluster_mode"]:
+        raise ConfigError(["callbacks:coordination: redis needs one Redis server (or a primary with replicas); "
+                           "cache.redis.cluster_mode is not supported for the engines' claims"])
+    return ownership.RedisClaims(
+        saltio.redis_client(settings), owner=opts["id"], ttl=config.lease_ttl, retention=config.retention,
+        endpoint=saltio.redis_endpoint(settings),
+    )
+
+
+def runner_store(opts, config):
+    """The store as the runner writes it: new records are announced to the
+    other masters' takeover scans when claims are shared."""
+    from .ownership import AnnouncingStore  # pylint: disable=import-outside-toplevel
+
+    store = build_store(opts, config)
+    claims = build_claims(opts, config)
+    return AnnouncingStore(store, claims) if claims.shared else store
 
 
 def keys_for(config, opts=None):
@@ -62,7 +97,7 @@ def publisher(opts):
     return saltio.SaltPublisher(opts)
 
 
-def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None):
+def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None, claims=None):
     def register_metadata(jid, publish, minions, stamp):
         return service.register_from_metadata(config, store, clock, jid, publish, minions, stamp)
 
@@ -75,6 +110,7 @@ def build_engine(config, store, notify=None, transport=None, clock=time.time, re
         notify=notify,
         recover=recover,
         register_metadata=register_metadata,
+        claims=claims,
     )
 
 
@@ -97,7 +133,8 @@ async def _engine_main(opts, config, store):
         loop.add_signal_handler(signum, should_exit.set)
     bus = saltio.MasterBus(opts, loop)
     events = saltio.EventSender(opts)
-    engine = build_engine(config, store, notify=events.fire, recover=saltio.JobCache(opts).returns, opts=opts)
+    engine = build_engine(config, store, notify=events.fire, recover=saltio.JobCache(opts).returns, opts=opts,
+                          claims=build_claims(opts, config))
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
     def on_gap():
@@ -140,7 +177,7 @@ async def _start_with_backoff(engine, should_exit, first_delay=1.0, max_delay=30
 def execute(opts, user, **request):
     config = load_config(opts, "callbacks runner")
     return service.execute(
-        config, publisher(opts), build_store(opts, config), time.time, user=user,
+        config, publisher(opts), runner_store(opts, config), time.time, user=user,
         permissions=saltio.SaltPermissions(opts), **request
     )
 

@@ -174,7 +174,7 @@ def make_record(n=1, device_id="dev1", created=1_700_000_000.0, timeout=60, url=
 class Rig:
     """An engine wired to fakes, plus the fakes, for one test."""
 
-    def __init__(self, script=(), config=None, backend=None, clock=None, then=None, recover=None):
+    def __init__(self, script=(), config=None, backend=None, clock=None, then=None, recover=None, claims=None):
         self.clock = clock or FakeClock()
         self.config = config or make_config()
         self.backend = backend if backend is not None else DictBackend()
@@ -190,6 +190,7 @@ class Rig:
             rng=lambda: 0.5,  # jitter factor exactly 1: delays are the configured ones
             notify=lambda tag, data: self.events.append((tag, data)),
             recover=recover,
+            claims=claims,
         )
 
     def add(self, *records):

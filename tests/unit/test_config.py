@@ -221,3 +221,14 @@ def test_the_config_is_frozen():
 
     with pytest.raises(AttributeError):
         config.max_retries = 9  # type: ignore[misc]
+
+
+def test_coordination_defaults_follow_the_store_and_bad_values_are_reported_together():
+    config, _ = CallbacksConfig.from_mapping({})
+    assert (config.coordination, config.lease_ttl, config.takeover_interval) == ("auto", 10, 2)
+    with pytest.raises(ConfigError) as caught:
+        CallbacksConfig.from_mapping({"coordination": "zookeeper", "lease_ttl": 0, "takeover_interval": "2"})
+    problems = caught.value.problems
+    assert "callbacks:coordination must be one of auto, local, redis, got 'zookeeper'" in problems
+    assert any(p.startswith("callbacks:lease_ttl must be a number between 1 and 600") for p in problems)
+    assert any(p.startswith("callbacks:takeover_interval must be a number") for p in problems)

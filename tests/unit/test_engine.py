@@ -790,15 +790,16 @@ def test_a_failing_store_does_not_stop_events_or_ticks():
         rig.engine.on_tick(T0 + 10_000)  # the sweep's listing fails
         await settle(rig.engine)
         rig.backend.fail = None
-        rig.engine.on_event(f"salt/job/{jid(4)}/new", {})  # still handling events
         await settle(rig.engine)
+        # What could not be written then is written once the store is back.
+        assert rig.stored(record).delivery("TIMEOUT").status == DELIVERED_STATUS
+        rig.engine.on_event(f"salt/job/{jid(4)}/new", {})  # still handling events
+        await rig.tick(T0 + 10_001)  # reads that waited for the store are retried by the tick
 
     run(scenario())
 
     assert [json.loads(c["body"])["state"] for c in rig.transport.calls] == ["TIMEOUT"]
     assert ("fetch", "callbacks/jobs", jid(4)) in rig.backend.calls
-    # What could not be written then is written once the store is back.
-    assert rig.stored(record).delivery("TIMEOUT").status == DELIVERED_STATUS
 
 
 def test_a_store_failure_while_saving_an_attempt_does_not_lose_the_retry():
