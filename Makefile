@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test unit integration demo bench matrix clean
+.PHONY: venv system-deps test unit integration demo bench matrix clean
 
 $(STAMP): requirements-test.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,17 @@ $(STAMP): requirements-test.txt setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-test: venv
+# Debian packages the integration tests need (redis-server), installed if missing.
+system-deps:
+	tools/system-deps.sh
+
+test: venv system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv
+integration: venv system-deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 demo: venv
