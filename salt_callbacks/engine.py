@@ -60,6 +60,8 @@ NEW_JOBS_MEMORY = 10000
 SHUTDOWN_GRACE = 5.0
 #: Jobs read from the store per batch, off the loop.
 LOOKUP_BATCH = 500
+#: Returns held in memory while they wait for the store (each up to max_event_size).
+LOOKUP_RETURNS_MEMORY = 10000
 #: Seconds between reads while the store fails, and between the errors logged meanwhile.
 LOOKUP_RETRY = 1.0
 LOOKUP_LOG_EVERY = 30.0
@@ -109,6 +111,8 @@ class CallbackEngine(Coordination):
         self._lookup_failing = False  # the last read failed: reads wait for on_tick's retry
         self._lookup_retry_at = 0.0
         self._lookup_log_at = 0.0
+        self._held_returns = 0  # returns waiting in _lookups
+        self._reconcile_after_outage = False  # returns were dropped from memory while the store failed
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="callbacks-reader")
         self._stopping = False
         self.writer = RecordWriter(store)
@@ -310,7 +314,17 @@ class CallbackEngine(Coordination):
         elif minions is not None:
             waiting["minions"] = minions
         if ret is not None:
+            if self._held_returns >= LOOKUP_RETURNS_MEMORY:
+                # The store has been failing for long: keep memory bounded. The
+                # return is in the master job cache; catch up from there later.
+                if not self._reconcile_after_outage:
+                    log.error("callbacks: more than %d returns wait for the store; dropping their data "
+                              "from memory, to be read back from the master job cache once it answers",
+                              LOOKUP_RETURNS_MEMORY)
+                self._reconcile_after_outage = True
+                return
             waiting["returns"].append(ret)
+            self._held_returns += 1
 
     async def _read_lookups(self):
         loop = asyncio.get_running_loop()
@@ -334,10 +348,14 @@ class CallbackEngine(Coordination):
             if self._lookup_failing:
                 log.info("callbacks: the store answers again; handling the events that waited")
                 self._lookup_failing = False
+                if self._reconcile_after_outage:
+                    self._reconcile_after_outage = False
+                    loop.create_task(self.reconcile())
             finished = self._take_finished_during_read()
             for jid in batch:
                 waiting = self._lookups.pop(jid, None)
                 if waiting is not None:
+                    self._held_returns -= len(waiting["returns"])
                     self._apply_lookup(jid, found[jid], waiting, finished)
 
     def _retry_lookups(self, now):

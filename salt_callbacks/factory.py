@@ -98,8 +98,15 @@ def publisher(opts):
 
 
 def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None, claims=None):
+    if claims is not None and claims.shared:
+        from .ownership import AnnouncingStore  # pylint: disable=import-outside-toplevel
+
+        registry = AnnouncingStore(store, claims)  # other masters' takeover scans must see these too
+    else:
+        registry = store
+
     def register_metadata(jid, publish, minions, stamp):
-        return service.register_from_metadata(config, store, clock, jid, publish, minions, stamp)
+        return service.register_from_metadata(config, registry, clock, jid, publish, minions, stamp)
 
     return CallbackEngine(
         config,
@@ -243,7 +250,7 @@ def build_api(opts):
     )
     service_ = ApiService(
         config,
-        store=build_store(opts, config),
+        store=runner_store(opts, config),  # announced to the takeover scans, as the runner's are
         publisher=publisher(opts),
         permissions=saltio.SaltPermissions(opts),
         accepted_devices=lambda: saltio.accepted_minions(opts),
@@ -260,6 +267,11 @@ def run_api(opts):
     from . import httpapi  # pylint: disable=import-outside-toplevel
     from .exceptions import CallbackError  # pylint: disable=import-outside-toplevel
 
+    from .apiauth import token_pattern  # pylint: disable=import-outside-toplevel
+    from .redact import TokenRedactingFilter  # pylint: disable=import-outside-toplevel
+
+    # Salt's cache drivers name the token (their key) when the token store fails.
+    TokenRedactingFilter(token_pattern(opts.get("hash_type"))).install()
     try:
         api, api_config = build_api(opts)
         tls = httpapi.ssl_context(api_config)

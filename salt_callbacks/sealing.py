@@ -122,7 +122,10 @@ def load_or_create_key(path):
     if not os.path.lexists(path):
         directory = os.path.dirname(os.path.abspath(path))
         temp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise SealError(f"cannot create the token key file {path}: {exc.strerror}") from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(base64.b64encode(os.urandom(KEY_BYTES)) + b"\n")
