@@ -5,7 +5,6 @@ Killing must lose no terminal webhook (a duplicate is allowed: delivery is at
 least once, and receivers dedupe on ``webhook-id``).
 """
 
-import os
 import signal
 import time
 import uuid

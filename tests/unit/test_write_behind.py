@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from salt_callbacks.records import DELIVERED_STATUS, EXECUTED, PENDING
+from salt_callbacks.records import DELIVERED_STATUS, EXECUTED
 
 from .fakes import FakeClock, Rig, make_config, make_record, run, settle, status
 
