@@ -30,8 +30,8 @@ interval: their payloads go out again with the same ``webhook-id``
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -58,8 +58,8 @@ UNREGISTERED_MEMORY = 50000
 NEW_JOBS_MEMORY = 10000
 #: Seconds that in-flight attempts may run on after shutdown begins.
 SHUTDOWN_GRACE = 5.0
-#: Jobs read from the store per batch, off the loop.
-LOOKUP_BATCH = 500
+#: Longest stretch (seconds) job reads hold the loop before letting events through.
+READ_SLICE = 0.005
 #: Returns held in memory while they wait for the store (each up to max_event_size).
 LOOKUP_RETURNS_MEMORY = 10000
 #: Seconds between reads while the store fails, and between the errors logged meanwhile.
@@ -113,7 +113,7 @@ class CallbackEngine(Coordination):
         self._lookup_log_at = 0.0
         self._held_returns = 0  # returns waiting in _lookups
         self._reconcile_after_outage = False  # returns were dropped from memory while the store failed
-        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="callbacks-reader")
+        self._slice_ends = 0.0
         self._stopping = False
         self.writer = RecordWriter(store)
         # While records are read in another thread, the keys finished meanwhile,
@@ -165,7 +165,6 @@ class CallbackEngine(Coordination):
             log.error("callbacks engine: %d record(s) could not be written before stopping; their "
                       "payloads are sent again at the next start", self.writer.pending())
         self.writer.close()
-        self._reader.shutdown(wait=False, cancel_futures=True)
         await self._stop_coordination()  # HA: after the last writes; other masters take over at once
         await self.transport.close()
         log.info("callbacks engine stopped")
@@ -298,12 +297,15 @@ class CallbackEngine(Coordination):
         if jid not in self._unregistered:
             self._look_up(jid, minions=minions)
 
-    # -- reading jobs off the loop ----------------------------------------
+    # -- reading jobs in slices ---------------------------------------------
     #
-    # A store read costs ~0.2 ms in salt.cache (most of it Salt's loader), and
-    # every published job needs one. So the loop only queues the jid; a task
-    # reads batches of jobs in a thread and tracks their records. A return
+    # A store read costs 0.1-0.2 ms in salt.cache (most of it Salt's loader),
+    # and every published job needs one. So an event only queues the jid; a
+    # task reads the queued jobs in slices of at most READ_SLICE seconds,
+    # letting events through in between, and tracks their records. A return
     # that needs the store waits for its job's read instead of reading itself.
+    # (Not in a thread: beside a busy loop a thread doing store I/O gets the
+    # GIL back only every switch interval; see writer.py.)
 
     def _look_up(self, jid, minions=None, ret=None):
         waiting = self._lookups.get(jid)
@@ -327,12 +329,10 @@ class CallbackEngine(Coordination):
             self._held_returns += 1
 
     async def _read_lookups(self):
-        loop = asyncio.get_running_loop()
         while self._lookups and not self._stopping:
-            batch = list(itertools.islice(self._lookups, LOOKUP_BATCH))
-            self._reads += 1
+            jid = next(iter(self._lookups))
             try:
-                found = await loop.run_in_executor(self._reader, self._read_jobs, batch)
+                records = self.store.records_of_job(jid)
             except CallbackError as exc:
                 # The events wait, they are not dropped: on_tick tries again later.
                 now = self.clock()
@@ -343,28 +343,22 @@ class CallbackEngine(Coordination):
                 self._lookup_failing = True
                 self._lookup_retry_at = now + LOOKUP_RETRY
                 return
-            finally:
-                self._reads -= 1
             if self._lookup_failing:
                 log.info("callbacks: the store answers again; handling the events that waited")
                 self._lookup_failing = False
                 if self._reconcile_after_outage:
                     self._reconcile_after_outage = False
-                    loop.create_task(self.reconcile())
-            finished = self._take_finished_during_read()
-            for jid in batch:
-                waiting = self._lookups.pop(jid, None)
-                if waiting is not None:
-                    self._held_returns -= len(waiting["returns"])
-                    self._apply_lookup(jid, found[jid], waiting, finished)
+                    asyncio.get_running_loop().create_task(self.reconcile())
+            waiting = self._lookups.pop(jid)
+            self._held_returns -= len(waiting["returns"])
+            self._apply_lookup(jid, records, waiting, finished=())
+            if time.monotonic() >= self._slice_ends:
+                await asyncio.sleep(0)  # let events through
+                self._slice_ends = time.monotonic() + READ_SLICE
 
     def _retry_lookups(self, now):
         if self._lookups and now >= self._lookup_retry_at and (self._lookup_task is None or self._lookup_task.done()):
             self._lookup_task = asyncio.get_running_loop().create_task(self._read_lookups())
-
-    def _read_jobs(self, jids):
-        # In the reader thread: reads only.
-        return {jid: self.store.records_of_job(jid) for jid in jids}
 
     def _apply_lookup(self, jid, records, waiting, finished):
         if not records:
@@ -541,12 +535,12 @@ class CallbackEngine(Coordination):
             return
         task = asyncio.get_running_loop().create_task(self._attempt(record, delivery))
         self._in_flight[delivery.delivery_id] = task
-        task.add_done_callback(self._forget_attempt)
+        task.add_done_callback(functools.partial(self._forget_attempt, delivery.delivery_id))
 
-    def _forget_attempt(self, task):
-        for key, running in list(self._in_flight.items()):
-            if running is task:
-                del self._in_flight[key]
+    def _forget_attempt(self, delivery_id, task):
+        # By key, not by scanning: thousands of attempts may be waiting for slots.
+        if self._in_flight.get(delivery_id) is task:
+            del self._in_flight[delivery_id]
 
     @contextlib.asynccontextmanager
     async def _host_slot(self, url):

@@ -4,6 +4,7 @@ package stays importable (and testable) without Salt.
 Each piece here is small and named for the Salt facility it wraps.
 """
 
+import contextlib
 import datetime
 import logging
 
@@ -42,8 +43,70 @@ def sdb_fetcher(opts):
 
 
 def cache_backend(opts, driver=None):
-    """The ``salt.cache`` object the callback store writes through."""
-    return salt.cache.factory(opts, driver=driver or opts.get("cache", "localfs"))
+    """The ``salt.cache`` object the callback store writes through (on
+    localfs, with the fast path below for its two hot calls)."""
+    driver = driver or opts.get("cache", "localfs")
+    cache = salt.cache.factory(opts, driver=driver)
+    return LocalfsFastPath(cache, opts) if driver == "localfs" else cache
+
+
+class LocalfsFastPath:
+    """``salt.cache`` on localfs, with ``store`` and ``fetch`` done directly,
+    in the same files and format (``<cachedir>/<bank>/<key>.p``, Salt's
+    payload serialiser, written to a temp file and renamed into place).
+
+    Why: measured here, Salt's localfs ``store`` costs ~420 µs of CPU, most of
+    it in the kernel, because it reopens its temp file with truncation, and
+    ext4 then flushes the data when the rename replaces the old file
+    (``auto_da_alloc``); writing through the temp file's own descriptor costs
+    ~70 µs. ``fetch`` skips the loader's per-call overhead. ``list`` and
+    ``flush`` (rare) stay Salt's. Like Salt's, nothing here fsyncs: a record
+    survives the engine's or the master's death, not a power cut.
+    """
+
+    def __init__(self, cache, opts):
+        import os  # pylint: disable=import-outside-toplevel
+
+        self._cache = cache
+        self._root = opts.get("cachedir") or cache.cachedir
+        self._os = os
+        self._banks = set()  # directories known to exist
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+    def _path(self, bank):
+        return self._os.path.join(self._root, self._os.path.normpath(bank))
+
+    def store(self, bank, key, data):
+        import tempfile  # pylint: disable=import-outside-toplevel
+
+        import salt.payload  # pylint: disable=import-outside-toplevel
+
+        os = self._os
+        base = self._path(bank)
+        if base not in self._banks:
+            os.makedirs(base, exist_ok=True)
+            self._banks.add(base)
+        payload = salt.payload.dumps(data)
+        fd, temp = tempfile.mkstemp(dir=base)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+            os.replace(temp, os.path.join(base, f"{key}.p"))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temp)
+            raise
+
+    def fetch(self, bank, key):
+        import salt.payload  # pylint: disable=import-outside-toplevel
+
+        try:
+            with open(self._os.path.join(self._path(bank), f"{key}.p"), "rb") as handle:
+                return salt.payload.load(handle)
+        except FileNotFoundError:
+            return {}
 
 
 def redis_settings(opts):
@@ -233,21 +296,25 @@ class EventSender:
     Firing on the engine's loop is synchronous in Salt (a ``SyncWrapper``
     that, inside a running loop, starts and joins a thread for every event):
     measured, that was a third to two thirds of the engine's loop time under
-    load. Here the loop only enqueues; the thread fires through a plain sync
-    master event, as a runner does. At most ``capacity`` events wait; past
-    that new ones are dropped and counted (a Reactor alert is not worth
-    stalling deliveries for).
+    load. Here the loop only enqueues. On Salt 3008 the thread fires in
+    batches on a private event loop with an asynchronous master event (one
+    loop run per batch, no ``SyncWrapper``); older releases fire one by one
+    through a plain sync master event, as a runner does. At most ``capacity``
+    events wait; past that new ones are dropped and counted (a Reactor alert
+    is not worth stalling deliveries for).
     """
 
-    def __init__(self, opts, capacity=100000):
+    def __init__(self, opts, capacity=100000, batch=500):
         import queue  # pylint: disable=import-outside-toplevel
         import threading  # pylint: disable=import-outside-toplevel
 
         self._opts = opts
         self._queue = queue.Queue(capacity)
-        self._full = queue.Full
+        self._empty, self._full = queue.Empty, queue.Full
+        self._batch = batch
         self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="callbacks-events", daemon=True)
+        run = self._run_batched if _salt_release() >= (3008,) else self._run_one_by_one
+        self._thread = threading.Thread(target=run, name="callbacks-events", daemon=True)
         self._thread.start()
 
     def fire(self, tag, data):
@@ -258,17 +325,56 @@ class EventSender:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("callbacks: %d engine event(s) dropped: the master bus is not keeping up", self.dropped)
 
-    def _run(self):
+    def _take(self):
+        """Block for one event, then take whatever else is queued (up to a batch)."""
+        items = [self._queue.get()]
+        while len(items) < self._batch and items[-1] is not None:
+            try:
+                items.append(self._queue.get_nowait())
+            except self._empty:
+                break
+        return items
+
+    def _run_one_by_one(self):
         with salt.utils.event.get_master_event(self._opts, self._opts["sock_dir"], listen=False) as bus:
             while True:
-                item = self._queue.get()
-                if item is None:
+                for item in self._take():
+                    if item is None:
+                        return
+                    self._fire_one(bus, *item)
+
+    def _run_batched(self):
+        import asyncio  # pylint: disable=import-outside-toplevel
+
+        import tornado.ioloop  # pylint: disable=import-outside-toplevel
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        bus = salt.utils.event.get_master_event(
+            self._opts, self._opts["sock_dir"], listen=False, io_loop=tornado.ioloop.IOLoop.current()
+        )
+        try:
+            while True:
+                items = self._take()
+                for item in items:
+                    if item is not None:
+                        self._fire_one(bus, *item)  # queues an asynchronous publish on this loop
+                # Run the loop until this batch's publishes are out.
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                if pending:
+                    loop.run_until_complete(asyncio.wait(pending, timeout=5))
+                if items[-1] is None:
                     return
-                tag, data = item
-                try:
-                    bus.fire_event(data, tag)
-                except Exception:  # boundary: a notification must never stop the others
-                    log.warning("callbacks: could not fire event %s", tag, exc_info=True)
+        finally:
+            bus.destroy()
+            loop.close()
+
+    @staticmethod
+    def _fire_one(bus, tag, data):
+        try:
+            bus.fire_event(data, tag)
+        except Exception:  # boundary: a notification must never stop the others
+            log.warning("callbacks: could not fire event %s", tag, exc_info=True)
 
     def close(self, timeout=5.0):
         """Fire what is queued (up to ``timeout`` seconds), then stop."""
@@ -277,6 +383,12 @@ class EventSender:
         except self._full:
             return
         self._thread.join(timeout)
+
+
+def _salt_release():
+    import salt.version  # pylint: disable=import-outside-toplevel
+
+    return tuple(salt.version.__saltstack_version__.info[:2])
 
 
 class JobCache:
