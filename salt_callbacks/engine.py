@@ -13,8 +13,9 @@ Lifecycle, top to bottom::
 
 Bus events reach ``on_event(tag, data)``, which the Salt adapter calls.
 
-Durability: the engine acts only on state that is durable somewhere, and never
-waits on the store on its loop (``writer.RecordWriter`` writes behind it):
+Durability: the engine acts only on state that is durable somewhere, and
+writes behind itself (``writer.RecordWriter``: changed records are written
+once per flush, on the loop, in slices of a few ms):
 
 - a deadline is in the store before the job is published (the runner writes
   the record), so a TIMEOUT is sent at once; a restart recomputes it;

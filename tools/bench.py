@@ -1749,7 +1749,7 @@ def build_report(ctx):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (< ~60-90 s)")
+    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (about 3 minutes here: the masters' starts dominate)")
     p.add_argument("--returns", type=int, default=10000, help="returns for the event-injection throughput run")
     p.add_argument("--sj-returns", type=int, default=3000, help="returns for the store_job throughput runs")
     p.add_argument("--tput-seconds", type=float, default=10, help="cap on each closed-loop throughput run (s)")
