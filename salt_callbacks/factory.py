@@ -138,7 +138,6 @@ async def _engine_main(opts, config, store):
     should_exit = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, should_exit.set)
-    await saltio.wait_for_event_publisher(opts)
     bus = saltio.MasterBus(opts, loop)
     events = saltio.EventSender(opts)
     engine = build_engine(config, store, notify=events.fire, recover=saltio.JobCache(opts).returns, opts=opts,

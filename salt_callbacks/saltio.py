@@ -245,28 +245,6 @@ def fire_master_event(opts, tag, data):
         bus.fire_event(dict(data), tag)
 
 
-async def wait_for_event_publisher(opts, timeout=30.0, poll=0.1):
-    """Wait (bounded) until the master's event publisher socket exists.
-
-    The master starts engines while its EventPublisher process is still
-    binding. On Salt 3006 a subscriber whose first connect fails that way
-    never recovers (its reconnect runs on the vendored tornado, not on the
-    loop we hand it), so the engine would hear nothing; waiting costs
-    nothing on 3007/3008. Returns True when the socket is there."""
-    import asyncio  # pylint: disable=import-outside-toplevel
-    import os  # pylint: disable=import-outside-toplevel
-
-    if opts.get("ipc_mode") == "tcp":
-        return True  # a TCP port, not a file: nothing to wait for
-    path = os.path.join(opts["sock_dir"], "master_event_pub.ipc")
-    for _ in range(int(timeout / poll)):
-        if os.path.exists(path):
-            return True
-        await asyncio.sleep(poll)
-    log.warning("callbacks engine: the master event publisher (%s) did not appear within %.0f s", path, timeout)
-    return False
-
-
 class MasterBus:
     """The master event bus, read and written asynchronously on the running loop.
 
