@@ -245,6 +245,26 @@ def fire_master_event(opts, tag, data):
         bus.fire_event(dict(data), tag)
 
 
+def _bus_ioloop():
+    """A tornado IOLoop over the running asyncio loop, of the tornado this Salt uses.
+
+    Salt 3007 wants a tornado IOLoop (it calls spawn_callback), and tornado
+    6's ``IOLoop.current()`` wraps the running loop; 3008 takes it too. Salt
+    3006 vendors tornado 4 as ``salt.ext.tornado``: its coroutines resume on
+    *its* current IOLoop, so the bridge onto asyncio must be that tornado's,
+    installed as current, or the subscriber's reads never resume.
+    """
+    try:
+        from salt.ext.tornado.platform.asyncio import AsyncIOMainLoop  # pylint: disable=import-outside-toplevel
+    except ImportError:  # 3007 and later: tornado 6
+        import tornado.ioloop  # pylint: disable=import-outside-toplevel
+
+        return tornado.ioloop.IOLoop.current()
+    bridge = AsyncIOMainLoop()
+    bridge.make_current()
+    return bridge
+
+
 class MasterBus:
     """The master event bus, read and written asynchronously on the running loop.
 
@@ -253,15 +273,8 @@ class MasterBus:
     """
 
     def __init__(self, opts, loop):
-        # Salt 3006/3007 want a tornado IOLoop here (they call spawn_callback);
-        # 3008 takes either. tornado 6's IOLoop.current() wraps the running
-        # asyncio loop, so one object serves every supported release.
-        import tornado.ioloop  # pylint: disable=import-outside-toplevel
-
-        del loop  # the running loop is the one IOLoop.current() wraps
-        self._event = salt.utils.event.get_master_event(
-            opts, opts["sock_dir"], listen=True, io_loop=tornado.ioloop.IOLoop.current()
-        )
+        del loop  # the running loop is the one the IOLoop below wraps
+        self._event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True, io_loop=_bus_ioloop())
 
     def listen(self, on_event, on_gap=None):
         """Call ``on_event(tag, data)`` for every event, and ``on_gap()`` after
