@@ -352,7 +352,7 @@ class CallbackEngine(Coordination):
                     asyncio.get_running_loop().create_task(self.reconcile())
             waiting = self._lookups.pop(jid)
             self._held_returns -= len(waiting["returns"])
-            self._apply_lookup(jid, records, waiting, finished=())
+            self._apply_lookup(jid, records, waiting)
             if time.monotonic() >= self._slice_ends:
                 await asyncio.sleep(0)  # let events through
                 self._slice_ends = time.monotonic() + READ_SLICE
@@ -361,13 +361,13 @@ class CallbackEngine(Coordination):
         if self._lookups and now >= self._lookup_retry_at and (self._lookup_task is None or self._lookup_task.done()):
             self._lookup_task = asyncio.get_running_loop().create_task(self._read_lookups())
 
-    def _apply_lookup(self, jid, records, waiting, finished):
+    def _apply_lookup(self, jid, records, waiting):
         if not records:
             self._remember_unregistered(jid)
             return
         minions = waiting["minions"]
         for record in records:
-            if record.key not in finished and (minions is None or record.device_id in minions):
+            if minions is None or record.device_id in minions:
                 self._track(record)
         for device_id, data in waiting["returns"]:
             self._accept_return(jid, device_id, data, looked_up=True)

@@ -89,7 +89,11 @@ class LocalfsFastPath:
             os.makedirs(base, exist_ok=True)
             self._banks.add(base)
         payload = salt.payload.dumps(data)
-        fd, temp = tempfile.mkstemp(dir=base)
+        try:
+            fd, temp = tempfile.mkstemp(dir=base)
+        except FileNotFoundError:  # the bank was flushed (removed) since: make it again
+            os.makedirs(base, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=base)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)

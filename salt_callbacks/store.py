@@ -102,12 +102,13 @@ class CallbackStore:
             raise StoreError(f"callback record {device_id}/{jid} is unreadable: {exc}") from exc
 
     def save(self, record):
-        self.save_data(record.device_id, record.jid, record.to_dict())
-
-    def save_data(self, device_id, jid, data):
-        """Write a record given as ``Record.to_dict()`` (the engine's writer
-        thread snapshots records on the loop and writes the dicts)."""
-        self._call(f"write record {device_id}/{jid}", self._backend.store, self._bank(device_id), jid, data)
+        self._call(
+            f"write record {record.device_id}/{record.jid}",
+            self._backend.store,
+            self._bank(record.device_id),
+            record.jid,
+            record.to_dict(),
+        )
 
     def delete(self, device_id, jid):
         self._call(f"delete record {device_id}/{jid}", self._backend.flush, self._bank(device_id), jid)

@@ -48,3 +48,13 @@ def test_the_callback_store_round_trips_a_record_through_it(caches):
     assert store.get("dev1", record.jid) == record
     store.remove_job(record.jid, ["dev1"])
     assert store.get("dev1", record.jid) is None
+
+
+def test_a_write_after_the_bank_was_flushed_away_makes_the_bank_again(caches):
+    fast, _, _ = caches
+    fast.store("callbacks/records/dev9", "j1", {"n": 1})  # the fast path now knows the bank
+    fast.flush("callbacks/records/dev9")  # Salt's flush of a whole bank removes its directory
+
+    fast.store("callbacks/records/dev9", "j2", {"n": 2})
+
+    assert fast.fetch("callbacks/records/dev9", "j2") == {"n": 2}
