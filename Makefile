@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps test unit integration demo bench matrix clean
+.PHONY: venv system-deps test unit integration demo bench results matrix clean
 
 $(STAMP): requirements-test.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,10 +33,14 @@ integration: venv system-deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) tools/demo.py
+	$(PY) -m tools.demo
 
 bench: venv
-	$(PY) tools/bench.py $(BENCH_ARGS)
+	$(PY) -m tools.bench --json docs/results.json $(BENCH_ARGS)
+
+# The results page again from the JSON it was generated from, without a run.
+results: venv
+	$(PY) -m tools.bench.report docs/results.json
 
 # The suite on each supported Salt release (3006 LTS, 3007, 3008); slow, not in CI.
 matrix:

@@ -1,12 +1,12 @@
 """Real salt-master + salt-minions (salt-factories) with the callbacks engine loaded
 through the package's ``salt.loader`` entry point: no *_dirs settings anywhere."""
 
-import time
 import uuid
 
 import pytest
 
-from tests.support.receiver import Receiver
+from tests.support import harness
+from tests.support.receivers import Receiver
 
 # Fixed values: this module is imported twice (as conftest and by tests), so
 # anything random here would differ between the two copies.
@@ -39,23 +39,13 @@ def start_master(salt_factories, event_listener, master_id, salt_overrides=None,
 
 def engine_starts(master):
     """How many times the callbacks engine has logged its start in the master log."""
-    try:
-        with open(master.config["log_file"], encoding="utf-8", errors="replace") as log:
-            return log.read().count("callbacks engine started")
-    except FileNotFoundError:
-        return 0
+    return harness.engine_starts(master.config["log_file"])
 
 
 def wait_for_engine(master, starts_before=0, timeout=60):
-    """Salt skips an engine it cannot load without a word, so prove ours runs.
-
-    (Its start event can fire before salt-factories' own event forwarder is
-    connected, so the master log is the reliable witness.)
-    """
-    deadline = time.monotonic() + timeout
-    while engine_starts(master) <= starts_before:
-        assert time.monotonic() < deadline, f"the callbacks engine did not start on {master.id}"
-        time.sleep(0.2)
+    """Salt skips an engine it cannot load without a word, so prove ours runs
+    (the harness's wait, on a salt-factories master's log)."""
+    harness.wait_for_engine(master.config["log_file"], starts_before, timeout)
 
 
 @pytest.fixture(scope="package")

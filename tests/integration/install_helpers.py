@@ -1,37 +1,30 @@
-"""Helpers for tests/integration/test_install.py: build the wheel, make fresh
-virtualenvs that reuse this venv's Salt, and run salt-master/salt-minion from
-them as plain subprocesses (salt-factories always runs the daemons with the
-interpreter that runs pytest, so it cannot test another environment).
+"""Helpers for tests/integration/test_install.py: build the wheel and make
+fresh virtualenvs that reuse this venv's Salt. The daemons run from such a
+venv through the harness (tests/support/harness.py) as plain subprocesses:
+salt-factories always runs them with the interpreter that runs pytest, so it
+cannot test another environment.
 
-Every wait here is bounded; the bounds are the constants below, in seconds.
+Every wait here is bounded; the bounds are the constants below, in seconds
+(the harness has its own).
 """
 
-import contextlib
 import dataclasses
 import importlib.metadata
-import itertools
 import json
 import os
-import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import venv
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.harness import REPO, Layout, SaltTools
 
 BUILD_TIMEOUT = 180
 PIP_TIMEOUT = 120
 CLI_TIMEOUT = 60
-PING_WAIT = 60
-ENGINE_WAIT = 30
-STOP_WAIT = 15
 
 # What a checkout holds that is not source: never copied into the build tree.
 _NOT_SOURCE = shutil.ignore_patterns(
@@ -251,243 +244,16 @@ def callbacks_entry_points(seen):
     return [ep for ep in seen if "salt_callbacks" in ep["value"] or ep["name"] == "callbacks"]
 
 
-# -- a master and a minion as subprocesses -------------------------------------
+# -- the daemons, from the fresh venv -----------------------------------------------
 
 
-def free_ports(count):
-    """Distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+def layout(env, root, minion_id):
+    """A harness layout whose salt-* tools are the fresh venv's, run in its clean environment."""
+    return Layout(root, minion_id=minion_id, tools=SaltTools(env.bin, clean_env(env)))
 
 
-def write_config(path, config):
-    # JSON is valid YAML.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    path.chmod(0o600)
-
-
-@dataclasses.dataclass
-class Layout:
-    root: Path
-    minion_id: str
-
-    @property
-    def master_conf(self):
-        return self.root / "master-conf"
-
-    @property
-    def minion_conf(self):
-        return self.root / "minion-conf"
-
-    @property
-    def master_log(self):
-        return self.root / "master" / "log" / "master.log"
-
-    @property
-    def minion_log(self):
-        return self.root / "minion" / "log" / "minion.log"
-
-    def dirs(self, name):
-        base = self.root / name
-        return {"root_dir": str(base), "pki_dir": str(base / "pki"), "cachedir": str(base / "cache"),
-                "sock_dir": str(base / "sock"), "pidfile": str(base / f"salt-{name}.pid")}
-
-
-def master_option(env, layout, key):
+def master_option(env, layout_, key):
     """A master option as Salt itself computes it from the config (defaults included)."""
     code = ("import json, salt.config; "
-            f"print(json.dumps(salt.config.master_config({str(layout.master_conf / 'master')!r})[{key!r}]))")
-    return json.loads(env.run_python(code, cwd=layout.root).strip().splitlines()[-1])
-
-
-def write_configs(layout, master_extra):
-    """Master and minion configs on 127.0.0.1 with free ports. ``master_extra``
-    is merged into the master config; nothing sets *_dirs or module_dirs."""
-    longest = str(layout.root / "minion" / "sock" / "minion_event_0123456789_pull.ipc")
-    assert len(longest.encode()) <= 107, f"scratch path too long for Salt's Unix sockets: {longest}"
-    user = pwd.getpwuid(os.getuid()).pw_name
-    publish_port, ret_port = free_ports(2)
-    empty_roots = layout.root / "master" / "empty_roots"
-    empty_roots.mkdir(parents=True, exist_ok=True)
-    master = {
-        **layout.dirs("master"),
-        "user": user,
-        "interface": "127.0.0.1",
-        "publish_port": publish_port,
-        "ret_port": ret_port,
-        "auto_accept": True,
-        "log_file": str(layout.master_log),
-        "key_logfile": str(layout.master_log),
-        "log_level": "warning",
-        "log_level_logfile": "info",  # "callbacks engine started" is logged at info
-        "file_roots": {"base": [str(empty_roots)]},
-        "pillar_roots": {"base": [str(empty_roots)]},
-        **master_extra,
-    }
-    minion = {
-        **layout.dirs("minion"),
-        "user": user,
-        "id": layout.minion_id,
-        "master": "127.0.0.1",
-        "master_port": ret_port,
-        "log_file": str(layout.minion_log),
-        "log_level": "warning",
-        "log_level_logfile": "info",
-        "acceptance_wait_time": 1,
-        "random_reauth_delay": 0,
-        "enable_fqdns_grains": False,
-        "file_roots": {"base": [str(empty_roots)]},
-    }
-    write_config(layout.master_conf / "master", master)
-    write_config(layout.minion_conf / "minion", minion)
-    return master
-
-
-def read_text(path):
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-def tail(path, lines=30):
-    return "\n".join(read_text(path).splitlines()[-lines:]) or "(empty)"
-
-
-@dataclasses.dataclass
-class Daemon:
-    name: str
-    proc: subprocess.Popen
-    log: Path
-    out: Path
-
-
-def start_daemon(env, name, conf_dir, log):
-    out_path = conf_dir.parent / f"{name}.out"
-    with open(out_path, "ab") as out:
-        # Its own session, so stop_daemon can reach every process it forks, and only those.
-        proc = subprocess.Popen([str(env.bin / name), "-c", str(conf_dir), "-l", "warning"],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=conf_dir.parent, env=clean_env(env))
-    return Daemon(name, proc, log, out_path)
-
-
-def _group_alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def stop_daemons(*daemons):
-    """SIGTERM to all at once (a minion takes seconds to stop), then SIGKILL of
-    each process group still alive STOP_WAIT s later."""
-    for daemon in daemons:
-        if daemon.proc.poll() is None:
-            daemon.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_WAIT
-    for daemon in daemons:
-        proc = daemon.proc
-        while (proc.poll() is None or _group_alive(proc.pid)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if proc.poll() is None or _group_alive(proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only its processes
-            proc.wait(timeout=5)
-
-
-class Daemons:
-    """salt-master and salt-minion processes from one venv and layout; every
-    one still running is stopped on the way out, whatever happened."""
-
-    def __init__(self, env, layout):
-        self.env, self.layout, self.running = env, layout, []
-
-    def start(self, name):
-        conf, log = {"salt-master": (self.layout.master_conf, self.layout.master_log),
-                     "salt-minion": (self.layout.minion_conf, self.layout.minion_log)}[name]
-        daemon = start_daemon(self.env, name, conf, log)
-        self.running.append(daemon)
-        return daemon
-
-    def stop(self, *daemons):
-        stop_daemons(*daemons)
-        self.running = [d for d in self.running if d not in daemons]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop(*reversed(self.running))
-
-
-def ensure_running(*daemons):
-    for daemon in daemons:
-        assert daemon.proc.poll() is None, (
-            f"{daemon.name} exited with status {daemon.proc.returncode}:\n{tail(daemon.out)}\n{tail(daemon.log)}")
-
-
-@dataclasses.dataclass
-class CliResult:
-    returncode: int
-    data: object
-    stdout: str
-    stderr: str
-
-
-def salt_cli(env, layout, tool, *args, timeout=CLI_TIMEOUT, out_json=True):
-    cmd = [str(env.bin / tool), "-c", str(layout.master_conf), *(["--out=json"] if out_json else []), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=layout.root,
-                          env=clean_env(env), check=False)
-    try:
-        data = json.loads(proc.stdout) if proc.stdout.strip() else None
-    except ValueError:
-        data = None
-    return CliResult(proc.returncode, data, proc.stdout, proc.stderr)
-
-
-def salt_run_ok(env, layout, *args):
-    ret = salt_cli(env, layout, "salt-run", *args)
-    assert ret.returncode == 0 and not (isinstance(ret.data, dict) and "error" in ret.data), (
-        f"salt-run {' '.join(args)} failed (exit {ret.returncode}): {ret.stdout}\n{ret.stderr}")
-    return ret.data
-
-
-def wait_for_ping(env, layout, *daemons):
-    deadline = time.monotonic() + PING_WAIT
-    for attempt in itertools.count():
-        ensure_running(*daemons)
-        # Short answers while the minion is still connecting, longer ones if the machine is slow.
-        ret = salt_cli(env, layout, "salt", "-t", str(min(2 + attempt, 10)), layout.minion_id, "test.ping",
-                       timeout=30)
-        if ret.returncode == 0 and isinstance(ret.data, dict) and ret.data.get(layout.minion_id) is True:
-            return
-        assert time.monotonic() < deadline, (
-            f"{layout.minion_id} did not answer test.ping within {PING_WAIT} s:\n{tail(layout.minion_log)}")
-        time.sleep(0.5)
-
-
-def engine_starts(layout):
-    return read_text(layout.master_log).count("callbacks engine started")
-
-
-def wait_for_engine(layout, master, starts_before=0):
-    # Salt skips an engine it cannot load without a word: the log line proves ours runs.
-    deadline = time.monotonic() + ENGINE_WAIT
-    while engine_starts(layout) <= starts_before:
-        ensure_running(master)
-        assert time.monotonic() < deadline, (
-            f"no 'callbacks engine started' in the master log within {ENGINE_WAIT} s:\n{tail(layout.master_log)}")
-        time.sleep(0.2)
+            f"print(json.dumps(salt.config.master_config({str(layout_.master_conf / 'master')!r})[{key!r}]))")
+    return json.loads(env.run_python(code, cwd=layout_.root).strip().splitlines()[-1])

@@ -4,7 +4,6 @@ permissions, and no secret anywhere it should not be."""
 
 import base64
 import pathlib
-import socket
 import time
 import uuid
 
@@ -16,6 +15,7 @@ import svix.webhooks
 from salt_callbacks import signing
 from tests.integration.conftest import SECRET, start_master, wait_for_engine
 from tests.integration.helpers import run_ok, seed_signature
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +27,6 @@ CAROL_2 = "carol-sdb-secret-two-9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b"
 WHSEC = "whsec_" + base64.b64encode(b"dave-binary-key-material-32-bytes").decode()
 ALL_SECRETS = [SECRET, ALICE, BOB_NEW, BOB_OLD, CAROL_1, CAROL_2, WHSEC]
 PASSWORD = "any-password"  # the 'auto' eauth backend accepts any
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

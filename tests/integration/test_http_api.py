@@ -11,7 +11,6 @@ import hmac
 import pathlib
 import re
 import signal
-import socket
 import time
 import uuid
 
@@ -25,6 +24,7 @@ from salt_callbacks import signing
 from tests.integration.conftest import ALICE_SECRET, SECRET, start_master, wait_for_engine, engine_starts
 from tests.integration.helpers import run_ok
 from tests.integration.test_faults import engine_process
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +38,6 @@ RESPONSES = []
 WAIT = 30
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def seed_sample_verifies(token, body, signature):
     """The seed's verification sample, verbatim in substance: hex HMAC-SHA256
     of the raw body, keyed with the token (no 'APIToken'/'Bearer' prefix)."""
@@ -53,6 +47,7 @@ def seed_sample_verifies(token, body, signature):
 
 @pytest.fixture(scope="module")
 def api_master(salt_factories, event_listener):
+    cherrypy_port, api_port = free_ports(2)
     factory = start_master(
         salt_factories,
         event_listener,
@@ -65,8 +60,8 @@ def api_master(salt_factories, event_listener):
                 }
             },
             # salt-factories starts salt-api only with one of Salt's own API modules configured.
-            "rest_cherrypy": {"host": "127.0.0.1", "port": free_port(), "disable_ssl": True},
-            "callbacks_api": {"host": "127.0.0.1", "port": free_port(), "disable_ssl": True},
+            "rest_cherrypy": {"host": "127.0.0.1", "port": cherrypy_port, "disable_ssl": True},
+            "callbacks_api": {"host": "127.0.0.1", "port": api_port, "disable_ssl": True},
         },
     )
     with factory.started():

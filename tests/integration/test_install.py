@@ -49,7 +49,8 @@ with ``PYTHONPATH``/``PYTHONHOME``/``VIRTUAL_ENV`` removed.
 Both tests then run ``callbacks.execute <minion> test.ping callback_url=...``
 through that venv's ``salt-run``, wait for the signed ``COMMAND_EXECUTED``
 webhook on a receiver on 127.0.0.1, and read the record back with
-``callbacks.get``. Every wait is bounded (see install_helpers.py).
+``callbacks.get``. Every wait is bounded (see install_helpers.py and the harness,
+tests/support/harness.py).
 """
 
 import configparser
@@ -62,6 +63,7 @@ from salt_callbacks import signing
 from tests.integration import install_helpers as ih
 from tests.integration.conftest import SECRET, callbacks_config
 from tests.integration.helpers import seed_signature
+from tests.support import harness
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +99,7 @@ def _inside(path, folder):
 
 
 def _master_settings(**extra):
-    return {"engines": [{"callbacks": {}}], "callbacks": callbacks_config(), **extra}
+    return {"auto_accept": True, "engines": [{"callbacks": {}}], "callbacks": callbacks_config(), **extra}
 
 
 def _loader_settings(master_config):
@@ -106,10 +108,10 @@ def _loader_settings(master_config):
             if key.endswith("_dirs") or key in {"module_dirs", "extension_modules"}]
 
 
-def _callback_round_trip(env, layout, receiver, hook):
+def _callback_round_trip(layout, receiver, hook):
     """callbacks.execute -> a signed COMMAND_EXECUTED webhook -> callbacks.get."""
     path, url = hook
-    published = ih.salt_run_ok(env, layout, "callbacks.execute", layout.minion_id, "test.ping",
+    published = harness.salt_run_ok(layout, "callbacks.execute", layout.minion_id, "test.ping",
                                f"callback_url={url}", "callback_timeout=30")
     assert published["minions"] == [layout.minion_id], published
     jid = published["jid"]
@@ -117,7 +119,7 @@ def _callback_round_trip(env, layout, receiver, hook):
     try:
         (request,) = receiver.wait_for(path, 1, timeout=WEBHOOK_WAIT)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\nmaster log:\n{ih.tail(layout.master_log)}") from None
+        raise AssertionError(f"{exc}\nmaster log:\n{harness.tail(layout.master_log)}") from None
     body = request.json
     assert (body["state"], body["jid"], body["device_id"], body["success"]) == (
         "COMMAND_EXECUTED", jid, layout.minion_id, True)
@@ -129,7 +131,7 @@ def _callback_round_trip(env, layout, receiver, hook):
     # The engine writes the attempt right after the receiver's answer.
     deadline = time.monotonic() + RECORD_WAIT
     while True:
-        record = ih.salt_run_ok(env, layout, "callbacks.get", layout.minion_id, jid)
+        record = harness.salt_run_ok(layout, "callbacks.get", layout.minion_id, jid)
         sent = [(r["state"], r["success"], r["response_statuscode"]) for r in record.get("sent_requests", [])]
         if sent:
             break
@@ -186,14 +188,14 @@ def test_a_master_with_the_wheel_installed_loads_engine_runner_and_returner(
     for kind, dirs in seen["loader_dirs"].items():
         assert dirs == [str(env.site_packages.resolve() / "salt_callbacks" / kind)], seen["loader_dirs"]
 
-    layout = ih.Layout(root, "whl-minion")
-    master_config = ih.write_configs(layout, _master_settings())
+    layout = ih.layout(env, root, "whl-minion")
+    master_config = layout.write_configs(master_extra=_master_settings())
     assert not _loader_settings(master_config)
-    with ih.Daemons(env, layout) as daemons:
+    with harness.Daemons(layout) as daemons:
         master, minion = daemons.start("salt-master"), daemons.start("salt-minion")
-        ih.wait_for_engine(layout, master)
-        ih.wait_for_ping(env, layout, master, minion)
-        _callback_round_trip(env, layout, receiver, hook)
+        harness.wait_for_engine(layout.master_log, check=master.check)
+        harness.wait_for_ping(layout, master, minion)
+        _callback_round_trip(layout, receiver, hook)
 
     extmods = Path(ih.master_option(env, layout, "extension_modules"))
     assert _inside(extmods, root)
@@ -213,33 +215,33 @@ def test_the_repo_as_a_file_roots_root_with_saltutil_sync_all(wheel, shared_site
     assert not ih.callbacks_entry_points(seen["salt_entry_points"]), seen["salt_entry_points"]
     assert "salt-callbacks" not in seen["dists"]
 
-    layout = ih.Layout(root, "roots-minion")
+    layout = ih.layout(env, root, "roots-minion")
     checkout = ih.clean_checkout(root)
-    master_config = ih.write_configs(layout, _master_settings(file_roots={"base": [str(checkout)]}))
+    master_config = layout.write_configs(master_extra=_master_settings(file_roots={"base": [str(checkout)]}))
     assert not _loader_settings(master_config)
 
-    with ih.Daemons(env, layout) as daemons:
+    with harness.Daemons(layout) as daemons:
         master, minion = daemons.start("salt-master"), daemons.start("salt-minion")
-        ih.wait_for_ping(env, layout, master, minion)
+        harness.wait_for_ping(layout, master, minion)
 
         # Before the sync Salt has no callbacks modules at all.
-        missing = ih.salt_cli(env, layout, "salt-run", "callbacks.list", out_json=False)
+        missing = harness.salt_cli(layout, "salt-run", "callbacks.list", out_json=False)
         assert "'callbacks.list' is not available" in missing.stdout + missing.stderr, missing
-        assert ih.engine_starts(layout) == 0, ih.tail(layout.master_log)
+        assert harness.engine_starts(layout.master_log) == 0, harness.tail(layout.master_log)
         extmods = Path(ih.master_option(env, layout, "extension_modules"))
         assert _inside(extmods, root) and not list(extmods.rglob("callbacks.py"))
 
-        synced = ih.salt_run_ok(env, layout, "saltutil.sync_all")
+        synced = harness.salt_run_ok(layout, "saltutil.sync_all")
         for kind in SYNCED_KINDS:
             assert f"{kind}.callbacks" in synced[kind], synced
             copy = extmods / kind / "callbacks.py"
             assert copy.read_bytes() == (ih.REPO / f"_{kind}" / "callbacks.py").read_bytes()
         # The runner works at once (salt-run loads runners afresh on each call) ...
-        assert ih.salt_run_ok(env, layout, "callbacks.list", f"device_id={layout.minion_id}") == []
+        assert harness.salt_run_ok(layout, "callbacks.list", f"device_id={layout.minion_id}") == []
 
         # ... the engine is loaded when the master starts: restart the master (the minion stays).
         daemons.stop(master)
         master = daemons.start("salt-master")
-        ih.wait_for_engine(layout, master)
-        ih.wait_for_ping(env, layout, master, minion)
-        _callback_round_trip(env, layout, receiver, hook)
+        harness.wait_for_engine(layout.master_log, check=master.check)
+        harness.wait_for_ping(layout, master, minion)
+        _callback_round_trip(layout, receiver, hook)

@@ -11,7 +11,8 @@ import pytest
 
 from salt_callbacks.exceptions import ClaimError
 from salt_callbacks.ownership import RedisClaims, pack_message
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

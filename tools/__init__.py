@@ -1,0 +1,1 @@
+"""Developer tools: the demo (tools/demo.py) and the benchmark (tools/bench/)."""
