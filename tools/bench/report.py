@@ -150,7 +150,7 @@ def build(results):
     for prof in results.get("profiles", {}).values():
         top = ", ".join(f"{name} {pc}%" for name, pc in prof["top_categories_pct"][:3])
         lines.append(f"engine loop during {prof['scenario']}: {prof['idle_in_epoll_pct']}% idle; {top}")
-    bg = [(k, v["cpu"]["background"]) for k, v in cpu_by_scenario(results)]
+    bg = [(k, v["cpu"]["background"]) for k, v in cpu_by_scenario(results) if "background" in v["cpu"]]
     if bg:
         worst = max(bg, key=lambda kv: kv[1])
         lines.append(f"background CPU (processes outside the bench): max {worst[1]:.2f} cores during {worst[0]}")
