@@ -23,8 +23,8 @@ def alive(pid):
 
 
 @pytest.mark.timeout(120)
-def test_master_and_salt_api_start_answer_and_stop_with_all_their_processes(tmp_path):
-    layout = harness.Layout(tmp_path / "h")
+def test_master_and_salt_api_start_answer_and_stop_with_all_their_processes(tmp_path_factory):
+    layout = harness.Layout(tmp_path_factory.mktemp("h"))  # short: Unix socket paths are capped
     api_port = free_port()
     layout.write_configs(master_extra={
         "engines": [{"callbacks": {}}], "callbacks": callbacks_config(),
