@@ -18,11 +18,7 @@ import pytest
 import yaml
 
 from salt_callbacks import config
-
-try:
-    from salt_callbacks.api import config as apiconfig
-except ImportError:  # before the package layout of issue 12
-    from salt_callbacks import apiconfig
+from salt_callbacks.api import config as apiconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
