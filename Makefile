@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps test unit integration demo bench results matrix clean
+.PHONY: venv system-deps test unit functional integration demo bench results matrix clean
 
 $(STAMP): requirements-test.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ system-deps:
 test: venv system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The tiers mirror the source: unit (no Salt), functional (Salt loaded, no
+# daemons), integration (real salt-master, salt-minion, salt-api, Redis).
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+functional: venv
+	$(PY) -m pytest tests/functional $(PYTEST_ARGS)
 
 integration: venv system-deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)

@@ -16,13 +16,13 @@ __virtualname__ = "callbacks"
 
 def __virtual__():
     try:
-        import salt_callbacks.factory  # pylint: disable=import-outside-toplevel,unused-import
+        import salt_callbacks.main  # pylint: disable=import-outside-toplevel,unused-import
     except ImportError as exc:
         return False, f"salt-callbacks core package is not importable: {exc}"
     return __virtualname__
 
 
 def start(**kwargs):
-    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
+    from salt_callbacks import main  # pylint: disable=import-outside-toplevel
 
-    factory.run_engine(__opts__, engine_kwargs=kwargs)
+    main.run_engine(__opts__, engine_kwargs=kwargs)

@@ -1,5 +1,5 @@
 """
-The seed's HTTP API on a Salt master: run commands on devices (minions) with
+AutoPi's HTTP API on a Salt master: run commands on devices (minions) with
 a callback URL, get webhooks signed with the caller's own token, and read the
 callback records back. Started by ``salt-api`` when configured:
 
@@ -11,7 +11,7 @@ callback records back. Started by ``salt-api`` when configured:
       ssl_key: /etc/pki/tls/certs/localhost.key
       # disable_ssl: true     # plain HTTP, for local use or behind a TLS proxy
 
-Routes (trailing slashes as in the seed):
+Routes (trailing slashes as in AutoPi's API):
 
 - ``POST /auth/login/`` ``{"username", "password", "eauth"}`` -> ``{"token"}``
 - ``GET /dongle/devices/`` (``?page=``, ``?page_size=``)
@@ -32,13 +32,13 @@ def __virtual__():
     if __virtualname__ not in __opts__:
         return False, "callbacks_api is not configured (no callbacks_api: block in the master config)"
     try:
-        import salt_callbacks.factory  # pylint: disable=import-outside-toplevel,unused-import
+        import salt_callbacks.main  # pylint: disable=import-outside-toplevel,unused-import
     except ImportError as exc:
         return False, f"salt-callbacks core package is not importable: {exc}"
     return __virtualname__
 
 
 def start():
-    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
+    from salt_callbacks import main  # pylint: disable=import-outside-toplevel
 
-    factory.run_api(__opts__)
+    main.run_api(__opts__)

@@ -22,7 +22,7 @@ _STORE = None
 
 def __virtual__():
     try:
-        import salt_callbacks.store  # pylint: disable=import-outside-toplevel,unused-import
+        import salt_callbacks.factory  # pylint: disable=import-outside-toplevel,unused-import
     except ImportError as exc:
         return False, f"salt-callbacks core package is not importable: {exc}"
     return __virtualname__

@@ -33,16 +33,32 @@ def _caller():
     return globals().get("__user__") or "UNKNOWN"
 
 
-def _call(func, *args, **kwargs):
-    """Run a core call and turn its errors into Salt's runner conventions."""
+def _call(use_case):
+    """Run ``use_case(service, user)`` (a ``CallbackService`` method for the caller),
+    turning core errors into Salt's runner conventions (an error dict with
+    ``retcode``, no traceback)."""
+    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
     from salt_callbacks.exceptions import CallbackError  # pylint: disable=import-outside-toplevel
 
     try:
-        return func(*args, **kwargs)
+        return use_case(factory.build_service(__opts__), _caller())
     except CallbackError as exc:
         log.info("callbacks runner refused a request: %s", exc)
         __context__["retcode"] = INVALID_REQUEST
         return {"error": str(exc), "retcode": INVALID_REQUEST}
+
+
+def _request(**fields):
+    from salt_callbacks.service import ExecuteRequest  # pylint: disable=import-outside-toplevel
+
+    return ExecuteRequest(**fields)
+
+
+def _raw_request(command, **fields):
+    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.service import ExecuteRequest  # pylint: disable=import-outside-toplevel
+
+    return ExecuteRequest.from_command_line(command, factory.parse_cli_args, **fields)
 
 
 def execute(
@@ -71,21 +87,9 @@ def execute(
         salt-run callbacks.execute 'web*' cmd.run arg='["uptime"]' callback_url=https://example.com/hook callback_timeout=30
         salt-run callbacks.execute minion1 test.arg arg='[1, 2]' kwarg='{a: 1}'
     """
-    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
-
-    return _call(
-        factory.execute,
-        __opts__,
-        _caller(),
-        device_id=device_id,
-        command=command,
-        arg=arg,
-        kwarg=kwarg,
-        callback_url=callback_url,
-        callback_timeout=callback_timeout,
-        tgt_type=tgt_type,
-        returner=returner,
-    )
+    return _call(lambda service, user: service.execute(user, _request(
+        device_id=device_id, command=command, arg=arg, kwarg=kwarg, callback_url=callback_url,
+        callback_timeout=callback_timeout, tgt_type=tgt_type, returner=returner)))
 
 
 def execute_raw(device_id, command, callback_url=None, callback_timeout=None, tgt_type="glob", returner=None):
@@ -101,19 +105,9 @@ def execute_raw(device_id, command, callback_url=None, callback_timeout=None, tg
         salt-run callbacks.execute_raw minion1 "state.sls pending" callback_url=https://example.com/hook
         salt-run callbacks.execute_raw minion1 "test.arg a b c=1"
     """
-    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
-
-    return _call(
-        factory.execute_raw,
-        __opts__,
-        _caller(),
-        command,
-        device_id=device_id,
-        callback_url=callback_url,
-        callback_timeout=callback_timeout,
-        tgt_type=tgt_type,
-        returner=returner,
-    )
+    return _call(lambda service, user: service.execute(user, _raw_request(
+        command, device_id=device_id, callback_url=callback_url, callback_timeout=callback_timeout,
+        tgt_type=tgt_type, returner=returner)))
 
 
 def get(device_id, jid):
@@ -127,9 +121,7 @@ def get(device_id, jid):
 
         salt-run callbacks.get minion1 20260101000000000000
     """
-    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
-
-    return _call(factory.get, __opts__, _caller(), device_id, str(jid))
+    return _call(lambda service, user: service.get(user, device_id, str(jid)))
 
 
 def redeliver(device_id, jid):
@@ -143,9 +135,7 @@ def redeliver(device_id, jid):
 
         salt-run callbacks.redeliver minion1 20260101000000000000
     """
-    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
-
-    return _call(factory.redeliver, __opts__, _caller(), device_id, str(jid))
+    return _call(lambda service, user: service.redeliver(user, device_id, str(jid)))
 
 
 def list_(device_id=None, state=None, limit=100):
@@ -162,6 +152,4 @@ def list_(device_id=None, state=None, limit=100):
         salt-run callbacks.list
         salt-run callbacks.list device_id=minion1 state=TIMEOUT limit=10
     """
-    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
-
-    return _call(factory.list_records, __opts__, _caller(), device_id, state, limit)
+    return _call(lambda service, user: service.list_records(user, device_id, state, limit))

@@ -14,7 +14,7 @@ import ipaddress
 import math
 from typing import Mapping
 
-from .exceptions import ConfigError
+from salt_callbacks.exceptions import ConfigError
 
 #: Settings, their defaults and a one-line meaning. Keep the README table in step.
 KEYS = {

@@ -8,7 +8,10 @@ The tree, so a caller can catch exactly what it can handle::
     │   ├── NoMinionsError         the target matched no minion: nothing was published
     │   └── FieldErrors            several HTTP API body fields are wrong (``fields``: name -> [messages])
     ├── SigningError               no usable secret for a record's signer
-    ├── DeliveryError              one HTTP attempt failed (carries the redacted URL)
+    │   └── SealError              a sealed caller token cannot be opened, or the key file is unusable
+    ├── BlockedAddressError        a destination the outbound address guard refuses (also an OSError,
+    │                              so aiohttp's connector reports it as a connection failure)
+    ├── TransitionError            a record state change the state machine forbids (a bug, never input)
     ├── StoreError                 the callback store could not be read or written
     ├── ClaimError                 the shared claims backend (Redis) could not be reached
     ├── NotFoundError              no such callback record (or it has expired), or no such device
@@ -75,14 +78,20 @@ class SigningError(CallbackError):
         )
 
 
-class DeliveryError(CallbackError):
-    """One delivery attempt failed before an HTTP status was received."""
+class SealError(SigningError):
+    """A sealed token cannot be opened (key file missing or different, blob damaged),
+    or the key file itself is unusable. Never carries the token or the sealed blob."""
 
-    def __init__(self, url, reason, attempt=None):
-        self.url = url  # already redacted by the caller
-        self.reason = reason
-        self.attempt = attempt
-        super().__init__(f"delivery to {url} failed: {reason}")
+    def __init__(self, reason):
+        super().__init__("<sealed>", reason)
+
+
+class BlockedAddressError(CallbackError, OSError):
+    """The destination resolves to an address the outbound guard does not allow."""
+
+
+class TransitionError(CallbackError, ValueError):
+    """A programming error: a state change the record's state machine does not allow."""
 
 
 class StoreError(CallbackError):

@@ -1,26 +1,30 @@
 """The composition root: the only place that reads master opts and builds parts.
 
-Runner, engine and returner modules call in here; nothing else reaches into
+Builders only: each function takes master ``opts`` (and the validated
+config) and returns a ready part. Process mains live in ``main.py``; what
+the parts do lives in the core packages. Nothing else reaches into
 ``__opts__``.
 """
 
-import asyncio
 import logging
-import signal
 import time
 
-from . import apiconfig, saltio, sealing, service
-from .config import CallbacksConfig, unknown_keys_message
-from .engine import CallbackEngine
-from .exceptions import ConfigError, InputError
-from .guard import AddressGuard
-from .secrets import SecretResolver
-from .store import CallbackStore
-from .transport import AiohttpTransport
+from salt_callbacks.adapters import acl, bus, cache, cli, eauth, jobcache, publish, redis, sdb
+from salt_callbacks.api import config as apiconfig
+from salt_callbacks.config import CallbacksConfig, unknown_keys_message
+from salt_callbacks.delivery.engine import CallbackEngine
+from salt_callbacks.delivery.guard import AddressGuard
+from salt_callbacks.delivery.transport import AiohttpTransport
+from salt_callbacks.exceptions import ConfigError, SealError
+from salt_callbacks.ha import claims as ha_claims
+from salt_callbacks.ha.coordinator import LocalCoordinator
+from salt_callbacks.ha.redis_coordinator import RedisCoordinator
+from salt_callbacks.keys import sealing
+from salt_callbacks.keys.resolver import SecretResolver
+from salt_callbacks.service import CallbackService, register_from_metadata
+from salt_callbacks.store import SaltCacheStore
 
 log = logging.getLogger(__name__)
-
-ENGINE_STARTED_TAG = "salt/callbacks/engine/start"
 
 
 def load_config(opts, who=None):
@@ -31,46 +35,56 @@ def load_config(opts, who=None):
     return config
 
 
-def build_store(opts, config):
-    """The callback store on the configured ``salt.cache`` driver. Runner,
-    engine and the ``callbacks`` returner module all build it here (not
-    through Salt's returner loader, which cost ~20 ms per runner call)."""
-    return CallbackStore(saltio.cache_backend(opts, config.cache))
+# -- the store and the claims ------------------------------------------------------
 
 
 def store_driver(opts, config):
     return config.cache or opts.get("cache", "localfs")
 
 
+def build_store(opts, config):
+    """The callback store on the configured ``salt.cache`` driver. Runner,
+    engine and the ``callbacks`` returner module all build it here (not
+    through Salt's returner loader, which cost ~20 ms per runner call)."""
+    return SaltCacheStore(cache.cache_backend(opts, config.cache))
+
+
 def build_claims(opts, config):
     """How this master's engine agrees with the others who delivers what
-    (``ownership``): Redis claims when ``coordination`` is ``redis``, or
+    (``ha.claims``): Redis claims when ``coordination`` is ``redis``, or
     ``auto`` with the store on the redis cache driver; else local (one master)."""
-    from . import ownership  # pylint: disable=import-outside-toplevel
-
     mode = config.coordination
     if mode == "auto":
         mode = "redis" if store_driver(opts, config) == "redis" else "local"
     if mode == "local":
-        return ownership.LocalClaims(opts.get("id", "local"))
-    settings = saltio.redis_settings(opts)
+        return ha_claims.LocalClaims(opts.get("id", "local"))
+    settings = redis.redis_settings(opts)
     if settings["cluster_mode"]:
         raise ConfigError(["callbacks:coordination: redis needs one Redis server (or a primary with replicas); "
                            "cache.redis.cluster_mode is not supported for the engines' claims"])
-    return ownership.RedisClaims(
-        saltio.redis_client(settings), owner=opts["id"], ttl=config.lease_ttl, retention=config.retention,
-        endpoint=saltio.redis_endpoint(settings),
+    return ha_claims.RedisClaims(
+        redis.redis_client(settings), owner=opts["id"], ttl=config.lease_ttl, retention=config.retention,
+        endpoint=redis.redis_endpoint(settings),
     )
 
 
-def runner_store(opts, config):
-    """The store as the runner writes it: new records are announced to the
-    other masters' takeover scans when claims are shared."""
-    from .ownership import AnnouncingStore  # pylint: disable=import-outside-toplevel
+def build_coordinator(claims, config):
+    """The engine's coordinator over ``claims``: local for one master, Redis for several."""
+    return RedisCoordinator(claims, config.takeover_interval) if claims.shared else LocalCoordinator()
 
-    store = build_store(opts, config)
-    claims = build_claims(opts, config)
-    return AnnouncingStore(store, claims) if claims.shared else store
+
+def announcing(store, claims):
+    """The store as new records are written to it: announced to the other
+    masters' takeover scans first when claims are shared."""
+    return ha_claims.AnnouncingStore(store, claims) if claims.shared else store
+
+
+def runner_store(opts, config):
+    """The store as the runner and the HTTP API write it."""
+    return announcing(build_store(opts, config), build_claims(opts, config))
+
+
+# -- signing keys ----------------------------------------------------------------------
 
 
 def keys_for(config, opts=None):
@@ -79,34 +93,29 @@ def keys_for(config, opts=None):
     A sealed signer (a record made by the HTTP API) is the caller's token,
     opened with the master's key file: the webhook is signed with the token.
     """
-    fetch = saltio.sdb_fetcher(opts) if opts is not None else None
+    fetch = sdb.sdb_fetcher(opts) if opts is not None else None
     resolver = SecretResolver(config.secrets, fetch_sdb=fetch)
     opener = sealing.KeyFileOpener(apiconfig.key_file_path(opts)) if opts is not None else None
 
     def keys(signer):
         if sealing.is_sealed(signer):
             if opener is None:
-                raise sealing.SealError("no key file is configured to open the caller's sealed token")
+                raise SealError("no key file is configured to open the caller's sealed token")
             return [opener.open(signer)]
         return resolver.keys(signer)
 
     return keys
 
 
-def publisher(opts):
-    return saltio.SaltPublisher(opts)
+# -- the engine ------------------------------------------------------------------------
 
 
 def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None, claims=None):
-    if claims is not None and claims.shared:
-        from .ownership import AnnouncingStore  # pylint: disable=import-outside-toplevel
+    claims = claims if claims is not None else ha_claims.LocalClaims()
+    registry = announcing(store, claims)  # other masters' takeover scans must see these too
 
-        registry = AnnouncingStore(store, claims)  # other masters' takeover scans must see these too
-    else:
-        registry = store
-
-    def register_metadata(jid, publish, minions, stamp):
-        return service.register_from_metadata(config, registry, clock, jid, publish, minions, stamp)
+    def register_metadata(jid, publish_data, minions, stamp):
+        return register_from_metadata(config, registry, clock, jid, publish_data, minions, stamp)
 
     return CallbackEngine(
         config,
@@ -117,109 +126,30 @@ def build_engine(config, store, notify=None, transport=None, clock=time.time, re
         notify=notify,
         recover=recover,
         register_metadata=register_metadata,
-        claims=claims,
+        coordinator=build_coordinator(claims, config),
     )
 
 
-def run_engine(opts, engine_kwargs=None):
-    """Run the engine until SIGTERM/SIGINT. Called by ``_engines/callbacks.py``."""
-    if engine_kwargs:
-        log.warning(
-            "callbacks engine: options under engines: are ignored (%s); configure the callbacks: block",
-            ", ".join(sorted(engine_kwargs)),
-        )
-    config = load_config(opts, "callbacks engine")
-    store = build_store(opts, config)
-    asyncio.run(_engine_main(opts, config, store))
+def engine_parts(opts, config, loop):
+    """``(engine, master bus, event sender)`` for the engine process."""
+    master_bus = bus.MasterBus(opts, loop)
+    sender = bus.EventSender(opts)
+    engine = build_engine(config, build_store(opts, config), notify=sender.fire,
+                          recover=jobcache.JobCache(opts).returns, opts=opts, claims=build_claims(opts, config))
+    return engine, master_bus, sender
 
 
-async def _engine_main(opts, config, store):
-    loop = asyncio.get_running_loop()
-    should_exit = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, should_exit.set)
-    bus = saltio.MasterBus(opts, loop)
-    events = saltio.EventSender(opts)
-    engine = build_engine(config, store, notify=events.fire, recover=saltio.JobCache(opts).returns, opts=opts,
-                          claims=build_claims(opts, config))
-    # Listen first, then load: a return that arrives during the load is seen
-    # on the bus or in the job cache, and the record's phase dedupes the two.
-    def on_gap():
-        # The bus also closes when the master stops: nothing to catch up then.
-        # Otherwise let the subscriber reconnect first, then read what was missed.
-        if not should_exit.is_set():
-            loop.call_later(0.5, lambda: should_exit.is_set() or loop.create_task(engine.reconcile()))
-
-    bus.listen(engine.on_event, on_gap)
-    await _start_with_backoff(engine, should_exit)
-    events.fire(ENGINE_STARTED_TAG, {"resumed": len(engine.live)})
-    try:
-        await engine.main_loop(should_exit)
-    finally:
-        await engine.shutdown()
-        bus.close()
-        await loop.run_in_executor(None, events.close)
+# -- the service (runner and HTTP API) ----------------------------------------------------
 
 
-async def _start_with_backoff(engine, should_exit, first_delay=1.0, max_delay=30.0):
-    """Retry a failing start (an unreachable store, say) with backoff, in this
-    process, instead of crashing and being restarted by Salt every 10 s."""
-    delay = first_delay
-    while not should_exit.is_set():
-        try:
-            await engine.startup()
-            return
-        except Exception:  # boundary: log, wait, try again
-            log.error("callbacks engine could not start; retrying in %.0f s", delay, exc_info=True)
-            try:
-                await asyncio.wait_for(should_exit.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
-            delay = min(delay * 2, max_delay)
+def build_service(opts, who="callbacks runner"):
+    """The ``CallbackService`` the runner functions (and the HTTP API) call."""
+    config = load_config(opts, who)
+    return CallbackService(config, runner_store(opts, config), publish.SaltPublisher(opts),
+                           permissions=acl.SaltPermissions(opts))
 
 
-# -- runner entry points -------------------------------------------------------
-
-
-def execute(opts, user, **request):
-    config = load_config(opts, "callbacks runner")
-    return service.execute(
-        config, publisher(opts), runner_store(opts, config), time.time, user=user,
-        permissions=saltio.SaltPermissions(opts), **request
-    )
-
-
-def execute_raw(opts, user, command, **request):
-    from .validation import split_raw_command  # pylint: disable=import-outside-toplevel
-
-    fun, tokens = split_raw_command(command)
-    arg, kwarg = saltio.parse_cli_args(tokens)
-    return execute(opts, user, command=fun, arg=arg, kwarg=kwarg, raw=command, **request)
-
-
-def get(opts, user, device_id, jid):
-    config = load_config(opts, "callbacks runner")
-    may_see = saltio.SaltPermissions(opts).visible_devices(user)
-    return service.get(config, build_store(opts, config), time.time, device_id, jid, may_see)
-
-
-def redeliver(opts, user, device_id, jid):
-    """Ask the engine to send the latest payload of a record once more."""
-    config = load_config(opts, "callbacks runner")
-    may_see = saltio.SaltPermissions(opts).visible_devices(user)
-    record = service.get(config, build_store(opts, config), time.time, device_id, jid, may_see)
-    if not record["deliveries"]:
-        raise InputError("jid", f"nothing has been sent for job {jid} on {device_id} yet: nothing to redeliver")
-    latest = record["deliveries"][-1]
-    saltio.fire_master_event(opts, f"salt/callbacks/{jid}/{device_id}/redeliver", {"jid": jid, "device_id": device_id})
-    return {"jid": jid, "device_id": device_id, "state": latest["state"], "delivery_id": latest["delivery_id"],
-            "redelivery": "queued"}
-
-
-def list_records(opts, user, device_id=None, state=None, limit=100):
-    config = load_config(opts, "callbacks runner")
-    may_see = saltio.SaltPermissions(opts).visible_devices(user)
-    return service.list_records(config, build_store(opts, config), time.time, device_id, state, limit, may_see)
+parse_cli_args = cli.parse_cli_args
 
 
 # -- the HTTP API (salt-api module callbacks_api) ----------------------------------
@@ -231,61 +161,28 @@ def build_api(opts):
     Creates the key file that seals callers' tokens on first use (0600, in
     the master's ``pki_dir`` unless ``callbacks_api:key_file`` says otherwise).
     """
-    from .apiauth import Authenticator, token_pattern  # pylint: disable=import-outside-toplevel
-    from .apiservice import ApiService  # pylint: disable=import-outside-toplevel
-    from .httpapi import CallbacksApi  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.api.auth import Authenticator, token_pattern  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.api.http import CallbacksApi  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.api.service import ApiService  # pylint: disable=import-outside-toplevel
 
     api_config, unknown = apiconfig.ApiConfig.from_opts(opts)
     if unknown:
         log.error("callbacks API: %s", apiconfig.unknown_keys_message(unknown))
-    config = load_config(opts, "callbacks API")
     key_file = apiconfig.key_file_path(opts)
     sealer = sealing.Sealer(sealing.load_or_create_key(key_file))
     log.info("callbacks API: callers' tokens are sealed with key %s from %s", sealer.key_id, key_file)
-    tokens = saltio.SaltTokens(opts)
+    tokens = eauth.SaltTokens(opts)
     authenticator = Authenticator(
         tokens.lookup,
         enabled_eauth=(opts.get("external_auth") or {}).keys(),
         pattern=token_pattern(opts.get("hash_type")),
     )
-    service_ = ApiService(
-        config,
-        store=runner_store(opts, config),  # announced to the takeover scans, as the runner's are
-        publisher=publisher(opts),
-        permissions=saltio.SaltPermissions(opts),
-        accepted_devices=lambda: saltio.accepted_minions(opts),
+    service = ApiService(
+        build_service(opts, "callbacks API"),  # its store announces to the takeover scans, as the runner's
+        accepted_devices=lambda: publish.accepted_minions(opts),
         sealer=sealer,
-        parse_cli_args=saltio.parse_cli_args,
+        parse_cli_args=cli.parse_cli_args,
         login=tokens.login,
         page_size=api_config.page_size,
     )
-    return CallbacksApi(service_, authenticator), api_config
-
-
-def run_api(opts):
-    """Serve the HTTP API until SIGTERM/SIGINT. Called by ``_netapi/callbacks_api.py``."""
-    from . import httpapi  # pylint: disable=import-outside-toplevel
-    from .exceptions import CallbackError  # pylint: disable=import-outside-toplevel
-
-    from .apiauth import token_pattern  # pylint: disable=import-outside-toplevel
-    from .redact import TokenRedactingFilter  # pylint: disable=import-outside-toplevel
-
-    # Salt's cache drivers name the token (their key) when the token store fails.
-    TokenRedactingFilter(token_pattern(opts.get("hash_type"))).install()
-    try:
-        api, api_config = build_api(opts)
-        tls = httpapi.ssl_context(api_config)
-    except CallbackError as exc:
-        # A bad setting or an unusable key file: one clear line, no traceback.
-        # (salt-api restarts the process, so the line repeats until it is fixed.)
-        log.error("callbacks API not started: %s", exc)
-        return
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        should_exit = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, should_exit.set)
-        await httpapi.serve(api.app(), api_config.host, api_config.port, tls, should_exit)
-
-    asyncio.run(main())
+    return CallbacksApi(service, authenticator), api_config

@@ -1,8 +1,25 @@
-"""Settings for every test."""
+"""Settings for every test, and ``async def`` tests run on a fresh, bounded loop."""
 
+import asyncio
+import inspect
 import logging
 
 import pytest
+
+#: Real seconds any ``async def`` test may run (its own @pytest.mark.timeout still applies).
+ASYNC_TEST_TIMEOUT = 10
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Run an ``async def test_...`` on a fresh event loop, bounded in real time,
+    so a test reads as its scenario with no loop boilerplate (no plugin needed)."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames  # pylint: disable=protected-access
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**kwargs), ASYNC_TEST_TIMEOUT))
+    return True
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -199,11 +199,12 @@ def install_core_only(env, wheel):
     """The core package as the wheel installs it, but without its dist-info
     (so no entry point) and without the wheel's copies of the Salt modules."""
     target = env.site_packages
+    salt_modules = {"engines", "runners", "returners", "netapi"}
     with zipfile.ZipFile(wheel) as archive:
         for name in archive.namelist():
             parts = name.split("/")
-            if parts[0] == "salt_callbacks" and len(parts) == 2 and name.endswith(".py"):
-                (target / "salt_callbacks").mkdir(exist_ok=True)
+            if parts[0] == "salt_callbacks" and name.endswith(".py") and not salt_modules & set(parts[1:-1]):
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
                 (target / name).write_bytes(archive.read(name))
 
 

@@ -12,7 +12,7 @@ import requests
 import standardwebhooks
 import svix.webhooks
 
-from salt_callbacks import signing
+from salt_callbacks.webhook import signing
 from tests.integration.conftest import SECRET, start_master, wait_for_engine
 from tests.integration.helpers import run_ok, seed_signature
 from tests.support.ports import free_port

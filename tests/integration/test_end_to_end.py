@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from salt_callbacks import signing
+from salt_callbacks.webhook import signing
 from tests.integration.conftest import SECRET
 from tests.integration.helpers import get_record, run_ok, seed_signature
 

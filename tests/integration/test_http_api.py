@@ -20,7 +20,7 @@ import salt.auth
 import salt.cache
 import standardwebhooks
 
-from salt_callbacks import signing
+from salt_callbacks.webhook import signing
 from tests.integration.conftest import ALICE_SECRET, SECRET, start_master, wait_for_engine, engine_starts
 from tests.integration.helpers import run_ok
 from tests.integration.test_faults import engine_process

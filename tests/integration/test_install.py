@@ -59,7 +59,7 @@ from pathlib import Path
 
 import pytest
 
-from salt_callbacks import signing
+from salt_callbacks.webhook import signing
 from tests.integration import install_helpers as ih
 from tests.integration.conftest import SECRET, callbacks_config
 from tests.integration.helpers import seed_signature
@@ -151,8 +151,10 @@ def test_a_wheel_carries_the_four_salt_modules_and_the_entry_point(built):
         member = f"salt_callbacks/{kind}/{module}"
         assert member in names, f"{member} is not in {wheel.name}"
         assert ih.wheel_text(wheel, member) == (source / f"_{kind}" / module).read_text(encoding="utf-8")
-    core = sorted(p.name for p in (source / "salt_callbacks").glob("*.py"))
-    assert {"__init__.py", "loader.py", "factory.py", "engine.py", "store.py"} <= set(core)
+    package = source / "salt_callbacks"
+    core = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    assert {"__init__.py", "loader.py", "factory.py", "main.py", "delivery/engine.py", "adapters/bus.py",
+            "store/__init__.py"} <= set(core)
     missing = [name for name in core if f"salt_callbacks/{name}" not in names]
     assert not missing, f"core modules missing from the wheel: {missing}"
     # Nothing else at the top level: the modules ride inside the package.

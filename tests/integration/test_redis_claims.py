@@ -10,7 +10,7 @@ import time
 import pytest
 
 from salt_callbacks.exceptions import ClaimError
-from salt_callbacks.ownership import RedisClaims, pack_message
+from salt_callbacks.ha.claims import RedisClaims, pack_message
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 

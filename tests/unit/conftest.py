@@ -2,9 +2,9 @@
 
 import pytest
 
-from salt_callbacks.store import CallbackStore
+from salt_callbacks.store import SaltCacheStore
 
-from .fakes import DictBackend, FakeClock
+from tests.support.fakes import DictBackend, FakeClock
 
 
 @pytest.fixture
@@ -19,4 +19,4 @@ def backend():
 
 @pytest.fixture
 def store(backend):
-    return CallbackStore(backend)
+    return SaltCacheStore(backend)

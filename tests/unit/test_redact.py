@@ -2,7 +2,7 @@
 
 import logging
 
-from salt_callbacks.apiauth import token_pattern
+from salt_callbacks.api.auth import token_pattern
 from salt_callbacks.redact import TokenRedactingFilter
 
 TOKEN = "3f" * 32  # the form of a sha256 eauth token

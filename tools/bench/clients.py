@@ -60,7 +60,7 @@ def subscriber_main(conn, conf_path, counter):
 def http_client_main(conn, url, secret, n, concurrency):
     import aiohttp  # pylint: disable=import-outside-toplevel
 
-    from salt_callbacks.payload import encode_executed  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.webhook.payload import encode_executed  # pylint: disable=import-outside-toplevel
     from salt_callbacks.signing import delivery_id, signed_headers  # pylint: disable=import-outside-toplevel
 
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat()

@@ -90,7 +90,7 @@ class Worker:
 
     # commands
     def write_records(self, jobs, url_by_prefix):
-        from salt_callbacks.records import Record  # pylint: disable=import-outside-toplevel
+        from salt_callbacks.model.records import Record  # pylint: disable=import-outside-toplevel
 
         store = self.store()
         started = time.time()

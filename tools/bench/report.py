@@ -229,7 +229,8 @@ def page(results):
     out = [PAGE_NOTE, "", "# Benchmark results", "",
            "What `make bench` measured on a real salt-master: the engine beside the Reactor + `http.query` "
            "baseline and two ceilings of the same machine (a bare HTTP client posting the same signed bodies; "
-           "a bus subscriber that only counts returns). How each figure is measured: `tools/bench/__init__.py`.",
+           "a bus subscriber that only counts returns). What each figure measures and how the engine is built: "
+           "[performance](performance.md); how the bench measures it: `tools/bench/__init__.py`.",
            "", *_run_lines(results), "",
            "## Against the targets", "",
            f"Headline figures are medians of {repeat} runs (the run with the median figure; \"runs\" gives the "

@@ -1,0 +1,459 @@
+"""The delivery engine: returns and deadlines in, signed webhooks out. No Salt imports.
+
+Lifecycle, top to bottom: ``startup()`` (register with the coordinator, load
+every unfinished record, queue its deadline and pending deliveries), then
+``main_loop()`` (wake at the next deadline or retry, at most ``TICK`` apart,
+and run ``on_tick(now)``; the writer flushes beside it), then ``shutdown()``
+(stop taking events, let attempts finish up to a grace, cancel the rest:
+they stay pending in the store). Bus events reach ``on_event(tag, data)``.
+
+The engine holds the records it works on (``live``) and the event handlers;
+each other job is a part: ``Scheduler`` (deadline and attempt heaps),
+``Dispatcher`` (slots, per-host limits, one signed POST), ``JobLookups`` (job
+reads in slices), ``RecordWriter`` (coalesced write-behind), ``RetentionSweeper``,
+``HeldEvents`` (events waiting for the store) and the coordinator it is given
+(``ha/``).
+
+Durability: the engine acts only on state durable somewhere. A deadline is in
+the store before the job is published, and a return in Salt's master job
+cache, so both go out at once; a retry is queued, a redelivery started and an
+outcome announced only once the record carrying it is written. A crash can
+cost the record of attempts made in the last flush interval: their payloads
+go out again with the same ``webhook-id`` (at-least-once, as documented).
+"""
+
+import asyncio
+import logging
+import random
+import time
+
+from salt_callbacks import events
+from salt_callbacks.delivery.dispatcher import Dispatcher
+from salt_callbacks.delivery.lookups import JobLookups, KnownJobs, ReadGuard, read_open_jobs
+from salt_callbacks.delivery.outage import HeldEvents, Outage
+from salt_callbacks.delivery.scheduler import Scheduler
+from salt_callbacks.delivery.sweeper import RetentionSweeper
+from salt_callbacks.delivery.writer import RecordWriter
+from salt_callbacks.exceptions import CallbackError, ClaimError, StoreError
+from salt_callbacks.ha.coordinator import LocalCoordinator
+from salt_callbacks.model.records import Phase, Status
+from salt_callbacks.model.retry import Outcome, RetrySchedule
+from salt_callbacks.redact import redact_url
+from salt_callbacks.webhook.payload import TRIMMED, was_trimmed
+
+log = logging.getLogger(__name__)
+
+#: Longest sleep between ticks (the loop wakes earlier for the next deadline or retry).
+TICK = 0.05
+#: Events kept for replay while the store or the claims backend is unreachable.
+HELD_EVENTS_MEMORY = 10000
+#: Seconds that in-flight attempts may run on after shutdown begins.
+SHUTDOWN_GRACE = 5.0
+#: TIMEOUTs fired per tick at most: a herd of overdue deadlines (after a
+#: restart, say) is spread over ticks instead of stalling the loop.
+DEADLINES_PER_TICK = 2000
+
+
+class CallbackEngine:
+    def __init__(self, config, store, transport, keys_for, *, clock=time.time, rng=random.random, notify=None,
+                 recover=None, register_metadata=None, coordinator=None):
+        """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
+        or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
+        ``recover(jid)`` returns ``{device_id: return data}`` from the master
+        job cache, for returns that came while no engine was listening;
+        ``register_metadata(jid, publish_data, minions, stamp)`` validates and
+        stores the records of a job published with callback metadata;
+        ``coordinator`` shares the work with other masters (``ha``; default:
+        this master owns everything)."""
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.rng = rng
+        self.notify = notify or (lambda tag, data: None)
+        self.recover = recover
+        self.register_metadata = register_metadata
+        self.schedule = RetrySchedule.from_config(config)
+        self.live = {}  # (jid, device_id) -> Record still waiting or delivering
+        self.scheduler = Scheduler()
+        self.dispatcher = Dispatcher(config, transport, keys_for, clock)
+        self.writer = RecordWriter(store)
+        store_outage = Outage("read the callback store")
+        self.lookups = JobLookups(store, self._on_job_read, store_outage, clock)
+        self.held_events = HeldEvents(store_outage, HELD_EVENTS_MEMORY, retryable=(StoreError, ClaimError))
+        self.sweeper = RetentionSweeper(store, self.writer, config.retention, self._forget_expired)
+        self.coordinator = coordinator or LocalCoordinator()
+        self.coordinator.attach(self)
+        self._reads = ReadGuard()
+        self.jobs = KnownJobs()
+        self._stopping = False
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def startup(self):
+        self.coordinator.start(self.clock())  # heartbeat first, so the records loaded below can be claimed
+        loaded = self._adopt(await self._read_open())
+        log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
+
+    async def main_loop(self, should_exit):
+        writer = asyncio.get_running_loop().create_task(self.writer.run(should_exit))
+        try:
+            while not should_exit.is_set():
+                now = self.clock()
+                self.on_tick(now)
+                try:
+                    await asyncio.wait_for(should_exit.wait(), self.until_next_due(now))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await writer
+
+    def until_next_due(self, now):
+        """Seconds to sleep: until the next deadline or retry, at most ``TICK``."""
+        upcoming = self.scheduler.next_due()
+        return TICK if upcoming is None else min(TICK, max(0.001, upcoming - now))
+
+    async def shutdown(self, grace=SHUTDOWN_GRACE):
+        self._stopping = True
+        self.lookups.stopping = True
+        await self.dispatcher.drain(grace)
+        if not await self.writer.drain():
+            log.error("callbacks engine: %d record(s) could not be written before stopping; their "
+                      "payloads are sent again at the next start", self.writer.pending())
+        self.writer.close()
+        await self.coordinator.stop()  # after the last writes; other masters take over at once
+        await self.dispatcher.close()
+        log.info("callbacks engine stopped")
+
+    def background_tasks(self):
+        """Tasks running now (attempts, reads, sweep, coordination): tests wait on these."""
+        tasks = self.dispatcher.tasks() + self.coordinator.tasks()
+        tasks += [t for t in (self.lookups.task(), self.sweeper.task()) if t is not None and not t.done()]
+        return tasks
+
+    async def reconcile(self):
+        """Catch up after events were lost (the bus cut this subscriber off): the same as a start."""
+        resumed = self._adopt(await self._read_open())
+        log.log(logging.WARNING if resumed else logging.INFO,
+                "callbacks: caught up with the store and the job cache after the bus connection "
+                "closed; %d record(s) picked up", resumed)
+        return resumed
+
+    async def _read_open(self):
+        # Events keep coming while the thread reads: remember what finishes meanwhile.
+        with self._reads.reading():
+            return await asyncio.get_running_loop().run_in_executor(None, read_open_jobs, self.store, self.recover)
+
+    def _adopt(self, snapshot):
+        """Track every record of a ``read_open_jobs`` snapshot, and deliver the returns found with it."""
+        count = 0
+        finished = self._reads.take()
+        for jid, records, returns in snapshot:
+            for record in records:
+                if record.key not in finished:  # else the copy read is older than the engine's
+                    count += self.track(record)
+            for device_id, data in returns.items():
+                record = self.live.get((jid, device_id))
+                if record is not None and record.phase != Phase.EXECUTED:
+                    log.info("callbacks: return of job %s from %s found in the job cache", jid, device_id)
+                    self.accept_return(jid, device_id, data)
+        return count
+
+    # -- the coordinator's host interface (ha/coordinator.py) --------------
+
+    def held(self):
+        return self.live
+
+    def track(self, record):
+        """Start tracking ``record``: its deadline and pending deliveries. 1 if new."""
+        if record.finished or record.key in self.live or not self.coordinator.claim(record):
+            return 0
+        self.live[record.key] = record
+        if record.phase == Phase.WAITING:
+            self.scheduler.add_deadline(record)
+        for delivery in record.pending_deliveries():
+            self._queue(record, delivery)
+        return 1
+
+    def drop(self, key):
+        self.live.pop(key, None)
+
+    def resume(self, key, state):
+        record = self.live.get(key)
+        delivery = record.delivery(state) if record else None
+        if delivery is not None and delivery.status == Status.PENDING:
+            self._queue(record, delivery)
+
+    def on_handover(self, message):
+        """A return or a redelivery request another master handed over (``claims.pack_message``)."""
+        try:
+            jid, device_id, kind = message["jid"], message["device_id"], message["kind"]
+        except (KeyError, TypeError):
+            log.error("callbacks: ignoring a malformed hand-over message")
+            return
+        if kind == "return" and isinstance(message.get("data"), dict):
+            label = events.job_return(jid, device_id)
+            self._guarded(label, lambda: self.accept_return(jid, device_id, message["data"]))
+        elif kind == "redeliver":
+            self._guarded(events.redeliver(jid, device_id), lambda: self.on_redeliver(jid, device_id))
+        else:
+            log.error("callbacks: ignoring a hand-over message of kind %r", kind)
+
+    # -- events -----------------------------------------------------------
+
+    def on_event(self, tag, data):
+        """Handle one master bus event. Never raises: a bad event is logged and skipped."""
+        if self._stopping:
+            return
+        parsed = events.parse(tag)
+        if parsed is not None:
+            self._guarded(tag, lambda: self._dispatch(parsed, data))
+
+    def _dispatch(self, tag, data):
+        if tag.kind == events.JOB_RETURN:
+            if not isinstance(data, dict):
+                log.error("callbacks: ignoring the return of job %s from %s: its data is %s, not a mapping",
+                          tag.jid, tag.device_id, type(data).__name__)
+                return
+            self.accept_return(tag.jid, tag.device_id, data)
+        elif tag.kind == events.JOB_NEW:
+            self.jobs.published(tag.jid, data)
+            self.on_job_published(tag.jid, self.jobs.minions_of(data))
+        elif tag.kind == events.JOB_PUBLISH:
+            if isinstance(data, dict) and data.get("metadata"):
+                self.on_job_with_metadata(tag.jid, data)
+        elif tag.kind == events.REGISTERED:
+            self.on_job_changed(tag.jid)
+        elif tag.kind == events.REDELIVER:
+            self.on_redeliver(tag.jid, tag.device_id)
+
+    def _guarded(self, label, action, replaying=False):
+        """Run one event's handling. A store or claims outage holds it for replay
+        (or, ``replaying``, propagates so it stays held); other errors are logged."""
+        try:
+            action()
+        except (StoreError, ClaimError) as exc:
+            if replaying:
+                raise
+            self.held_events.hold(self.clock(), label, action, exc)
+        except CallbackError as exc:
+            log.error("callbacks: cannot handle event %s: %s", label, exc)
+        except Exception:  # boundary: one bad event must not end the engine
+            log.error("callbacks: unexpected error handling event %s", label, exc_info=True)
+
+    def on_job_published(self, jid, minions=None):
+        """Track a job's records. ``minions``: whom the master published to;
+        a record for anyone else is about to be removed by the runner."""
+        if not self.jobs.without_records(jid):
+            self.lookups.request(jid, minions=minions)
+
+    def _on_job_read(self, jid, records, minions, returns):
+        if not records:
+            self.jobs.has_no_records(jid)
+            return
+        for record in records:
+            if minions is None or record.device_id in minions:
+                self.track(record)
+        for device_id, data in returns:
+            self.accept_return(jid, device_id, data, looked_up=True)
+        if self.lookups.needs_catch_up and not self.lookups.outage.failing:
+            self.lookups.needs_catch_up = False
+            asyncio.get_running_loop().create_task(self.reconcile())
+
+    def on_job_changed(self, jid):
+        """The runner changed a job's records after publishing it (the master
+        targeted other minions than it had resolved): follow the store."""
+        self.jobs.has_records(jid)
+        entry = self.store.job(jid)
+        devices = set(entry.get("devices", [])) if entry else set()
+        for key in [key for key in self.live if key[0] == jid and key[1] not in devices]:
+            if self.live[key].phase == Phase.WAITING:
+                del self.live[key]
+        self.on_job_published(jid)
+
+    def on_job_with_metadata(self, jid, data):
+        """A job published with ``metadata: {callback_url: ...}`` but not
+        through the runner: register it here, with the runner's validation."""
+        metadata = data["metadata"]
+        if not isinstance(metadata, dict) or "callback_url" not in metadata:
+            return
+        if self.store.job(jid) is not None:
+            return  # the runner registered it already
+        minions, stamp = self.jobs.take_published(jid)
+        if self.register_metadata is None:
+            return
+        try:
+            records = self.register_metadata(jid, data, minions, stamp)
+        except CallbackError as exc:
+            log.error("callbacks: job %s has invalid callback metadata: %s", jid, exc)
+            self.notify(events.invalid(jid), {"jid": jid, "error": str(exc)})
+            return
+        self.jobs.has_records(jid)
+        for record in records:
+            self.track(record)
+        log.info("callbacks: job %s registered from its metadata for %d minion(s)", jid, len(records))
+
+    def on_redeliver(self, jid, device_id):
+        # A record another master holds is handed over to it by the coordinator.
+        record = self.live.get((jid, device_id)) or self.coordinator.claimed_record(
+            jid, device_id, "redeliver", keep_finished=True)
+        if record is None:
+            log.warning("callbacks: redelivery of %s on %s asked for, but there is no such record", jid, device_id)
+            return
+        delivery = record.redeliver(self.clock())
+        if delivery is None:
+            log.warning("callbacks: redelivery of %s on %s asked for, but nothing was sent yet", jid, device_id)
+            return
+        self.live[record.key] = record
+        log.info("callbacks: redelivering %s of job %s on %s", delivery.state, jid, device_id)
+        # The runner answered "queued": start once that is in the store.
+        self.writer.mark(record, then=lambda: self._start(record, delivery))
+
+    def accept_return(self, jid, device_id, data, looked_up=False):
+        record = self.live.get((jid, device_id))
+        if record is None:
+            if looked_up or self.jobs.without_records(jid):
+                # A job without callbacks, a device it did not target, an
+                # expired record, or a duplicate of a finished one.
+                return
+            if not self.coordinator.shared:
+                self.lookups.request(jid, ret=(device_id, data))  # read off the handler, then handled
+                return
+            if self.store.job(jid) is None:
+                self.jobs.has_no_records(jid)
+                return
+            record = self.coordinator.claimed_record(jid, device_id, "return", data)
+            if record is None:
+                return  # a device the job did not target, an expired record, or another master's
+        now = self.clock()
+        if record.expires_at(self.config.retention) <= now:
+            return  # past retention: the sweep is removing it
+        delivery = record.on_return(data, now, self.config.max_body_bytes)
+        if delivery is None:
+            log.debug("callbacks: duplicate return for %s from %s ignored", jid, device_id)
+            return
+        if was_trimmed(data):
+            # Salt's event packer cut it, and the same cut reaches the job
+            # cache (it trims the load in place), so the full value is gone.
+            log.warning("callbacks: the return of job %s from %s was cut by Salt to fit the master's "
+                        "max_event_size; it is delivered as %r. Raise max_event_size to deliver larger results",
+                        jid, device_id, TRIMMED)
+        self.live[record.key] = record
+        self.writer.mark(record)
+        log.info("callbacks: %s returned for job %s; sending COMMAND_EXECUTED", device_id, jid)
+        self._start(record, delivery)  # the return is durable in Salt's job cache already
+
+    # -- ticks ------------------------------------------------------------
+
+    def on_tick(self, now):
+        """Fire what has fallen due by ``now``. Each step survives its own errors."""
+        steps = (self.coordinator.on_tick, self._replay_held_if_due, self.lookups.retry_if_due,
+                 self._fire_deadlines, self._start_due, self.sweeper.sweep_if_due)
+        for step in steps:
+            try:
+                step(now)
+            except Exception:  # boundary: a failing store must not stop the clock
+                log.error("callbacks: %s failed", getattr(step, "__name__", step), exc_info=True)
+
+    def _replay_held_if_due(self, now):
+        if len(self.held_events) and self.coordinator.settled(now):
+            self.held_events.replay(now, lambda label, action: self._guarded(label, action, replaying=True))
+
+    def _fire_deadlines(self, now):
+        for jid, device_id in self.scheduler.due_deadlines(now, DEADLINES_PER_TICK):
+            record = self.live.get((jid, device_id))
+            if record is None or record.phase != Phase.WAITING:
+                continue
+            delivery = record.on_deadline(now)
+            if delivery is None:
+                continue
+            log.info("callbacks: job %s on %s timed out after %d s; sending TIMEOUT", jid, device_id, record.timeout)
+            announce = (events.outcome(jid, device_id, events.TIMEOUT),
+                        {"jid": jid, "device_id": device_id, "timeout": record.timeout})
+            self.writer.mark(record, then=lambda event=announce: self.notify(*event))
+            self._start(record, delivery)  # the deadline was in the store before the job was published
+
+    def _start_due(self, now):
+        for key, state in self.scheduler.due_attempts(now):
+            record = self.live.get(key)
+            delivery = record.delivery(state) if record else None
+            if delivery is None or delivery.status != Status.PENDING:
+                continue
+            if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+                continue  # superseded by a later schedule entry
+            self._start(record, delivery)
+
+    # -- deliveries -------------------------------------------------------
+
+    def _queue(self, record, delivery):
+        when = self.clock() if delivery.next_attempt_at is None else delivery.next_attempt_at
+        self.scheduler.add_attempt(record, delivery.state, when)
+
+    def _start(self, record, delivery):
+        if self._stopping or self.dispatcher.running(delivery.delivery_id):
+            return
+        if not self.coordinator.may_deliver(record, delivery):  # parked while this master's claims are unconfirmed
+            return
+        self.dispatcher.start(record, delivery, self._on_attempt_done)
+
+    def _on_attempt_done(self, record, delivery, started, result, key_fingerprint):
+        if self.live.get(record.key) is not record:
+            return  # swept while the attempt ran: the record is gone, write nothing back
+        outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng, key_fingerprint)
+        target = redact_url(record.url)
+        if outcome == Outcome.RETRY:
+            log.warning("callbacks: %s for job %s on %s to %s failed (%s); attempt %d, next in %.1f s",
+                        delivery.state, record.jid, record.device_id, target, delivery.reason,
+                        delivery.attempts, delivery.next_attempt_at - started)
+            # A retry is relied on only once its schedule is in the store.
+            self.writer.mark(record, then=lambda: self._queue_retry(record, delivery))
+            return
+        if outcome == Outcome.DELIVERED:
+            log.info("callbacks: %s for job %s on %s delivered to %s (HTTP %s, attempt %d)",
+                     delivery.state, record.jid, record.device_id, target, result.status, delivery.attempts)
+            tag = events.outcome(record.jid, record.device_id, events.DELIVERED)
+        else:
+            log.error("callbacks: %s for job %s on %s to %s failed for good: %s",
+                      delivery.state, record.jid, record.device_id, target, delivery.reason)
+            tag = events.outcome(record.jid, record.device_id, events.FAILED)
+        # No body and no secret: a Reactor needs to know what happened, not the payload.
+        announcement = {"jid": record.jid, "device_id": record.device_id, "state": delivery.state,
+                        "delivery_id": delivery.delivery_id, "attempts": delivery.attempts,
+                        "status": result.status, "reason": delivery.reason}
+
+        def announce():
+            # A Reactor that reads the record on this event finds the outcome in it.
+            self.notify(tag, announcement)
+            self._forget_if_finished(record)
+
+        self.writer.mark(record, then=announce)
+
+    def _queue_retry(self, record, delivery):
+        self._queue(record, delivery)
+        self._start_due(self.clock())  # one due at once need not wait for the next tick
+
+    def _forget_if_finished(self, record):
+        # Only once written: until then a duplicate return or a redelivery
+        # must find this copy, not the older one in the store.
+        if record.finished and self.live.get(record.key) is record:
+            del self.live[record.key]
+            self.coordinator.release(record)  # only now is its final state written
+            self._reads.finished(record.key)
+
+    # -- retention --------------------------------------------------------
+
+    def sweep(self, now):
+        """Remove records older than the retention, on the caller's thread. Returns how many."""
+        return self.sweeper.sweep(now)
+
+    def _forget_expired(self, expired):
+        for jid, devices in expired:
+            for device_id in devices:
+                self.writer.forget((jid, device_id))
+                record = self.live.pop((jid, device_id), None)
+                if record is None:
+                    continue
+                self.coordinator.release(record)
+                reason = f"record expired after {self.config.retention:g} s retention"
+                for delivery in record.drop_pending(reason):
+                    log.warning("callbacks: dropping pending %s for job %s on %s: record expired",
+                                delivery.state, jid, device_id)

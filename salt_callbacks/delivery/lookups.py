@@ -1,0 +1,210 @@
+"""Reading jobs' records from the store without holding up the bus.
+
+A store read costs 0.1-0.2 ms in ``salt.cache`` (most of it Salt's loader),
+and every published job needs one. So an event only *requests* a job; a task
+reads the requested jobs in slices of at most ``READ_SLICE`` seconds, letting
+events through in between, and hands each job's records to the engine. A
+return that needs the store waits for its job's read instead of reading
+itself. (Not in a thread: beside a busy loop a thread doing store I/O gets
+the GIL back only every switch interval; see writer.py.)
+
+While the store fails, requests wait (the shared ``Outage`` says when to try
+again and logs); the returns they carry are held up to
+``RETURNS_MEMORY``, past which their data is dropped from memory and read
+back from the master job cache once the store answers (``needs_catch_up``).
+
+Reading *every* open record (at start, after a bus gap, on a takeover) is
+``read_open_jobs`` / ``read_keys``: reads only, safe in a thread, with
+``ReadGuard`` remembering what finished meanwhile.
+"""
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+
+from salt_callbacks.exceptions import CallbackError
+from salt_callbacks.model.records import Phase
+
+log = logging.getLogger(__name__)
+
+#: Longest stretch (seconds) job reads hold the loop before letting events through.
+READ_SLICE = 0.005
+#: Returns held in memory while they wait for the store (each up to max_event_size).
+RETURNS_MEMORY = 10000
+#: Jids known to have no callback records, remembered so their returns cost no store read.
+NO_RECORDS_MEMORY = 50000
+#: Jobs whose ``new`` event is remembered until their ``publish`` event comes.
+PUBLISHED_MEMORY = 10000
+
+
+class JobLookups:
+    def __init__(self, store, on_read, outage, clock):
+        """``on_read(jid, records, minions, returns)`` runs on the loop for each
+        job read: ``minions`` as the ``new`` event named them (or None),
+        ``returns`` the ``[(device_id, data)]`` that waited for the read."""
+        self._store = store
+        self._on_read = on_read
+        self.outage = outage
+        self._clock = clock
+        self._waiting = collections.OrderedDict()  # jid -> {"minions", "returns"}
+        self._task = None
+        self._held_returns = 0
+        self.needs_catch_up = False  # returns were dropped from memory during an outage
+        self._slice_ends = 0.0
+        self.stopping = False
+
+    def task(self):
+        return self._task
+
+    def __len__(self):
+        return len(self._waiting)
+
+    def request(self, jid, minions=None, ret=None):
+        """Read ``jid``'s records soon; ``ret=(device_id, data)`` waits for that read."""
+        waiting = self._waiting.get(jid)
+        if waiting is None:
+            waiting = self._waiting[jid] = {"minions": minions, "returns": []}
+            if not self.outage.failing:
+                self._ensure_reading()
+        elif minions is not None:
+            waiting["minions"] = minions
+        if ret is None:
+            return
+        if self._held_returns >= RETURNS_MEMORY:
+            # The store has been failing for long: keep memory bounded. The
+            # return is in the master job cache; catch up from there later.
+            if not self.needs_catch_up:
+                log.error("callbacks: more than %d returns wait for the store; dropping their data from memory, "
+                          "to be read back from the master job cache once it answers", RETURNS_MEMORY)
+            self.needs_catch_up = True
+            return
+        waiting["returns"].append(ret)
+        self._held_returns += 1
+
+    def retry_if_due(self, now):
+        """From the engine's tick: read again once the outage's next try is due."""
+        if self._waiting and self.outage.may_try(now):
+            self._ensure_reading()
+
+    def _ensure_reading(self):
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self):
+        while self._waiting and not self.stopping:
+            jid = next(iter(self._waiting))
+            try:
+                records = self._store.records_of_job(jid)
+            except CallbackError as exc:
+                # The events wait, they are not dropped: the tick tries again later.
+                self.outage.failed(self._clock(), exc, f"{len(self._waiting)} job(s) wait to be read")
+                return
+            self.outage.recovered(self._clock())
+            waiting = self._waiting.pop(jid)
+            self._held_returns -= len(waiting["returns"])
+            self._on_read(jid, records, waiting["minions"], waiting["returns"])
+            if time.monotonic() >= self._slice_ends:
+                await asyncio.sleep(0)  # let events through
+                self._slice_ends = time.monotonic() + READ_SLICE
+
+
+class KnownJobs:
+    """What the engine remembers about jobs between events, bounded: which jids
+    have no records (their returns need no read), and each new job's minions
+    and publish time until its ``publish`` event (with the metadata) comes."""
+
+    def __init__(self):
+        self._no_records = collections.OrderedDict()
+        self._published = collections.OrderedDict()  # jid -> (minions, stamp)
+
+    def without_records(self, jid):
+        return jid in self._no_records
+
+    def has_no_records(self, jid):
+        self._no_records[jid] = None
+        if len(self._no_records) > NO_RECORDS_MEMORY:
+            self._no_records.popitem(last=False)
+
+    def has_records(self, jid):
+        self._no_records.pop(jid, None)
+
+    def published(self, jid, data):
+        # The ``new`` event names the minions and the publish time; the
+        # ``publish`` event that follows carries the metadata.
+        if isinstance(data, dict):
+            self._published[jid] = (list(data.get("minions") or []), data.get("_stamp"))
+            if len(self._published) > PUBLISHED_MEMORY:
+                self._published.popitem(last=False)
+
+    def take_published(self, jid):
+        """``(minions, stamp)`` of a ``new`` event seen for ``jid``, or ``(None, None)``."""
+        return self._published.pop(jid, (None, None))
+
+    @staticmethod
+    def minions_of(data):
+        """The ``minions`` list of a ``new`` event, as a set; None when it has none."""
+        minions = data.get("minions") if isinstance(data, dict) else None
+        return set(minions) if isinstance(minions, list) and minions else None
+
+
+class ReadGuard:
+    """Keys finished while a read ran in a thread, so the stale copies it read
+    cannot bring them back."""
+
+    def __init__(self):
+        self._reads = 0
+        self._finished = set()
+
+    @contextlib.contextmanager
+    def reading(self):
+        self._reads += 1
+        try:
+            yield
+        finally:
+            self._reads -= 1
+
+    def finished(self, key):
+        if self._reads:
+            self._finished.add(key)
+
+    def take(self):
+        """Keys finished during reads; cleared once no read is under way."""
+        finished = self._finished
+        if not self._reads:
+            self._finished = set()
+        return finished
+
+
+def _returns_of(jid, records, recover):
+    if recover is None or all(r.phase == Phase.EXECUTED for r in records):
+        return {}
+    try:
+        return recover(jid)
+    except Exception:  # boundary: a job cache failure must not stop a start or a takeover
+        log.error("callbacks: could not read job %s from the master job cache", jid, exc_info=True)
+        return {}
+
+
+def read_open_jobs(store, recover):
+    """``[(jid, records, returns)]`` for every job with unfinished records;
+    ``returns`` from the master job cache (``recover(jid)``) for devices not
+    yet executed. Reads only: safe in a thread."""
+    found = []
+    for jid in store.jids():
+        records = [r for r in store.records_of_job(jid) if not r.finished]
+        if records:
+            found.append((jid, records, _returns_of(jid, records, recover)))
+    return found
+
+
+def read_keys(store, recover, keys):
+    """``[(key, record or None, returns)]`` for each ``(jid, device_id)``, with
+    the job cache's returns when the record is not executed yet. Reads only."""
+    found = []
+    for jid, device_id in keys:
+        record = store.get(device_id, jid)
+        returns = _returns_of(jid, [record], recover) if record is not None else {}
+        found.append(((jid, device_id), record, returns))
+    return found

@@ -1,0 +1,57 @@
+"""The retention sweep: records older than ``callbacks:retention`` leave the store.
+
+Listing 100k jobs takes a while, so the listing and the removals run in the
+writer's thread (ordered after the writes queued before them) and delivery
+goes on meanwhile; only ``forget`` (the engine dropping its in-memory copies)
+runs on the loop. A sweep starts every ``retention / 10`` seconds (between
+0.5 and 60), so a record outlives its retention by at most about 10 %.
+"""
+
+import asyncio
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class RetentionSweeper:
+    def __init__(self, store, writer, retention, forget):
+        """``forget(expired)`` drops the engine's copies of ``[(jid, devices)]``
+        (on the loop) before they are removed from the store."""
+        self._store = store
+        self._writer = writer
+        self._retention = retention
+        self._forget = forget
+        self._next = 0.0
+        self._task = None
+
+    def task(self):
+        return self._task
+
+    def sweep_if_due(self, now):
+        if now < self._next or (self._task is not None and not self._task.done()):
+            return
+        self._next = now + min(60.0, max(0.5, self._retention / 10))
+        self._task = asyncio.get_running_loop().create_task(self._sweep_in_thread(now))
+
+    async def _sweep_in_thread(self, now):
+        try:
+            expired = await self._writer.call(self._store.expired_jobs, now - self._retention)
+            self._forget(expired)
+            await self._writer.call(self._remove, expired)
+        except Exception:  # boundary: a failing store must not stop the clock
+            log.error("callbacks: the retention sweep failed", exc_info=True)
+
+    def sweep(self, now):
+        """One sweep on the caller's thread. Returns how many records were removed."""
+        expired = self._store.expired_jobs(now - self._retention)
+        self._forget(expired)
+        return self._remove(expired)
+
+    def _remove(self, expired):
+        removed = 0
+        for jid, devices in expired:
+            self._store.remove_job(jid, devices)
+            removed += len(devices)
+        if removed:
+            log.info("callbacks: swept %d expired callback record(s)", removed)
+        return removed

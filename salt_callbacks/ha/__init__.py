@@ -1,0 +1,1 @@
+"""Several masters on one shared store: who delivers what (claims, coordinators)."""

@@ -1,0 +1,1 @@
+"""Signing keys: secrets from ``callbacks:secrets`` (literal or ``sdb://``) and callers' sealed tokens."""

@@ -1,0 +1,119 @@
+"""Process mains: the engine process (``_engines/callbacks.py``) and the HTTP API
+(``_netapi/callbacks_api.py``). Each runs until SIGTERM/SIGINT.
+
+The one engine lifecycle lives here, top to bottom: listen on the bus, start
+(with backoff while the store is unreachable), announce, run the main loop,
+shut down in order. ``BusGapHandler`` is what happens when the master's
+publisher cuts the engine off: catch up from the store and the job cache.
+"""
+
+import asyncio
+import logging
+import signal
+
+from salt_callbacks import events, factory
+
+log = logging.getLogger(__name__)
+
+#: Seconds to let the bus subscriber reconnect before catching up after a gap.
+GAP_SETTLE = 0.5
+#: Backoff of a failing start (seconds).
+START_FIRST_DELAY = 1.0
+START_MAX_DELAY = 30.0
+
+
+def run_engine(opts, engine_kwargs=None):
+    """Run the engine until SIGTERM/SIGINT."""
+    if engine_kwargs:
+        log.warning(
+            "callbacks engine: options under engines: are ignored (%s); configure the callbacks: block",
+            ", ".join(sorted(engine_kwargs)),
+        )
+    config = factory.load_config(opts, "callbacks engine")
+    asyncio.run(_engine_main(opts, config))
+
+
+def _stop_event():
+    loop = asyncio.get_running_loop()
+    should_exit = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, should_exit.set)
+    return should_exit
+
+
+class BusGapHandler:
+    """Called when the bus connection closed. The bus also closes when the
+    master stops: nothing to catch up then. Otherwise let the subscriber
+    reconnect first, then read what was missed."""
+
+    def __init__(self, engine, should_exit, settle=GAP_SETTLE):
+        self._engine = engine
+        self._should_exit = should_exit
+        self._settle = settle
+
+    def __call__(self):
+        if self._should_exit.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._settle, self._catch_up, loop)
+
+    def _catch_up(self, loop):
+        if not self._should_exit.is_set():
+            loop.create_task(self._engine.reconcile())
+
+
+async def _engine_main(opts, config):
+    should_exit = _stop_event()
+    engine, bus, sender = factory.engine_parts(opts, config, asyncio.get_running_loop())
+    # Listen first, then load: a return that arrives during the load is seen
+    # on the bus or in the job cache, and the record's phase dedupes the two.
+    bus.listen(engine.on_event, BusGapHandler(engine, should_exit))
+    await start_with_backoff(engine, should_exit)
+    sender.fire(events.ENGINE_STARTED, {"resumed": len(engine.live)})
+    try:
+        await engine.main_loop(should_exit)
+    finally:
+        await engine.shutdown()
+        bus.close()
+        await asyncio.get_running_loop().run_in_executor(None, sender.close)
+
+
+async def start_with_backoff(engine, should_exit, first_delay=START_FIRST_DELAY, max_delay=START_MAX_DELAY):
+    """Retry a failing start (an unreachable store, say) with backoff, in this
+    process, instead of crashing and being restarted by Salt every 10 s."""
+    delay = first_delay
+    while not should_exit.is_set():
+        try:
+            await engine.startup()
+            return
+        except Exception:  # boundary: log, wait, try again
+            log.error("callbacks engine could not start; retrying in %.0f s", delay, exc_info=True)
+            try:
+                await asyncio.wait_for(should_exit.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, max_delay)
+
+
+def run_api(opts):
+    """Serve the HTTP API until SIGTERM/SIGINT."""
+    from salt_callbacks.api import http  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.api.auth import token_pattern  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.exceptions import CallbackError  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.redact import TokenRedactingFilter  # pylint: disable=import-outside-toplevel
+
+    # Salt's cache drivers name the token (their key) when the token store fails.
+    TokenRedactingFilter(token_pattern(opts.get("hash_type"))).install()
+    try:
+        api, api_config = factory.build_api(opts)
+        tls = http.ssl_context(api_config)
+    except CallbackError as exc:
+        # A bad setting or an unusable key file: one clear line, no traceback.
+        # (salt-api restarts the process, so the line repeats until it is fixed.)
+        log.error("callbacks API not started: %s", exc)
+        return
+
+    async def serve():
+        await http.serve(api.app(), api_config.host, api_config.port, tls, _stop_event())
+
+    asyncio.run(serve())

@@ -1,0 +1,1 @@
+"""The domain: callback records and their state machine, the retry schedule, input validation."""

@@ -1,0 +1,159 @@
+"""Validation of what a caller hands the runner (and, later, the HTTP API).
+
+Every function raises ``InputError`` naming the parameter, and returns the
+normalised value. Nothing here has side effects, so the runner validates
+everything before it stores or publishes anything.
+"""
+
+import re
+import shlex
+import urllib.parse
+
+from salt_callbacks.config import MAX_TIMEOUT, MIN_TIMEOUT
+from salt_callbacks.exceptions import BlockedAddressError, InputError
+
+# ``module.function``: the same shape Salt's loader exposes (``cmd.run``, ``state.sls``).
+_FUNCTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+# Target types LocalClient accepts; anything else would fail only after records were written.
+TARGET_TYPES = (
+    "glob",
+    "pcre",
+    "list",
+    "grain",
+    "grain_pcre",
+    "pillar",
+    "pillar_pcre",
+    "nodegroup",
+    "range",
+    "compound",
+    "ipcidr",
+)
+MAX_URL_LENGTH = 2048
+
+
+def callback_timeout(value, default):
+    """An integer number of seconds in 1..600; ``None`` means ``default``.
+
+    A string of digits ("30", as a JSON or CLI client may send) is accepted;
+    booleans, floats such as 2.5 and anything out of range are not.
+    """
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise InputError("callback_timeout", f"must be an integer from {MIN_TIMEOUT} to {MAX_TIMEOUT} seconds, got {value!r}")
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise InputError(
+            "callback_timeout",
+            f"must be an integer from {MIN_TIMEOUT} to {MAX_TIMEOUT} seconds, got {value!r}",
+        )
+    return value
+
+
+def callback_url(value):
+    """An absolute http(s) URL with a host. Returns it unchanged."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError("callback_url", f"must be an absolute http(s) URL, got {value!r}")
+    if len(value) > MAX_URL_LENGTH:
+        raise InputError("callback_url", f"must be at most {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
+        raise InputError("callback_url", "must not contain whitespace or control characters")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise InputError("callback_url", f"is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InputError("callback_url", f"must use http or https, got scheme {parts.scheme!r}")
+    if not parts.hostname:
+        raise InputError("callback_url", "must include a host")
+    if port == 0:
+        raise InputError("callback_url", "port 0 is not a valid destination")
+    return value
+
+
+def destination_allowed(url, guard):
+    """Refuse a callback URL whose host is blocked on its face (``127.1``,
+    ``[::1]``, ``localhost``...). Names are resolved and checked again before
+    every attempt."""
+    try:
+        guard.check_url_host(urllib.parse.urlsplit(url).hostname or "")
+    except BlockedAddressError as exc:
+        raise InputError("callback_url", str(exc)) from exc
+
+
+def function_name(value, param="command"):
+    """``module.function``; returns it stripped."""
+    if not isinstance(value, str) or not _FUNCTION_RE.match(value.strip()):
+        raise InputError(param, f"must be a Salt function as module.function (e.g. test.ping), got {value!r}")
+    return value.strip()
+
+
+def device_id(value):
+    """The runner's target: one minion id, or an expression for ``tgt_type``."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError("device_id", f"must be a non-empty minion id or target, got {value!r}")
+    return value.strip()
+
+
+def minion_id(value):
+    """A single minion id as it appears in a job return, safe as a store bank name."""
+    if not isinstance(value, str) or not value or value in (".", "..") or any(
+        ch in value for ch in "/\\\x00"
+    ):
+        raise InputError("device_id", f"is not a usable minion id: {value!r}")
+    return value
+
+
+def target_type(value):
+    if value not in TARGET_TYPES:
+        raise InputError("tgt_type", f"must be one of {', '.join(TARGET_TYPES)}, got {value!r}")
+    return value
+
+
+def positional_args(value):
+    if value is None:
+        return []
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        # A lone string is a common mistake; wrapping it silently would change
+        # the meaning of `arg="a b"` versus `arg=["a", "b"]`.
+        raise InputError("arg", f"must be a list of positional arguments, got {type(value).__name__}")
+    return value
+
+
+def keyword_args(value):
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InputError("kwarg", f"must be a mapping of argument name to value, got {type(value).__name__}")
+    return dict(value)
+
+
+def returner_name(value):
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_,]*", value):
+        raise InputError("returner", f"must be a returner module name, got {value!r}")
+    return value
+
+
+def split_raw_command(line):
+    """Split one raw command line the way a shell would for the salt CLI.
+
+    Returns ``(function, tokens)``; the tokens are still strings, to be typed
+    like the salt CLI types them (see ``adapters.cli.parse_cli_args``).
+    """
+    if not isinstance(line, str) or not line.strip():
+        raise InputError("command", f"must be a non-empty command line such as \"cmd.run 'ls -l'\", got {line!r}")
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise InputError("command", f"cannot be parsed as a command line ({exc}): {line!r}") from exc
+    if not tokens:
+        raise InputError("command", f"is empty after parsing: {line!r}")
+    return function_name(tokens[0]), tokens[1:]

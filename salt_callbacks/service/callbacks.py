@@ -1,0 +1,175 @@
+"""``CallbackService``: what the runner functions and the HTTP API do, with Salt passed in.
+
+``publisher`` is anything with ``targets(tgt, tgt_type)``, ``new_jid()``,
+``publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)``, ``announce(jid)``
+(tell the engine a job's records changed after publishing) and
+``request_redelivery(jid, device_id)``; the Salt one is
+``adapters.publish.SaltPublisher``. ``permissions`` has ``may_run(...)`` and
+``visible_devices(user)`` (``adapters.acl.SaltPermissions``); None means the
+caller is trusted (in-process Python).
+"""
+
+import logging
+import time
+
+from salt_callbacks.delivery.guard import AddressGuard
+from salt_callbacks.exceptions import AccessDeniedError, InputError, NoMinionsError, NotFoundError
+from salt_callbacks.model import validation
+from salt_callbacks.model.records import NOTHING_SENT, Record
+from salt_callbacks.webhook.payload import State
+from salt_callbacks.webhook.signing import signer_for
+
+log = logging.getLogger(__name__)
+
+#: The ``state`` filters ``list`` takes: the last payload sent, or nothing sent yet.
+LIST_STATES = (State.COMMAND_EXECUTED, State.TIMEOUT, NOTHING_SENT)
+
+
+class CallbackService:
+    def __init__(self, config, store, publisher, permissions=None, clock=time.time):
+        self.config = config
+        self.store = store
+        self.publisher = publisher
+        self.permissions = permissions
+        self.clock = clock
+        self._guard = AddressGuard(config.allow_networks)
+
+    # -- execute ------------------------------------------------------------
+
+    def execute(self, user, request, signer=None):
+        """Publish ``request.command`` on ``request.device_id``; with a
+        ``callback_url``, record one callback per targeted device first.
+        Returns ``{"jid", "minions"}``.
+
+        Everything is validated, and the caller's rights checked, before
+        anything is stored or published. ``signer`` names what signs the
+        webhooks; by default the caller's secret under ``callbacks:secrets``
+        (else ``default``). The HTTP API passes the caller's sealed token.
+        """
+        device_id = validation.device_id(request.device_id)
+        command = validation.function_name(request.command)
+        arg = validation.positional_args(request.arg)
+        kwarg = validation.keyword_args(request.kwarg)
+        tgt_type = validation.target_type(request.tgt_type)
+        returner = validation.returner_name(request.returner)
+        timeout = validation.callback_timeout(request.callback_timeout, self.config.default_timeout)
+        url = None
+        if request.callback_url is not None:
+            url = validation.callback_url(request.callback_url)
+            validation.destination_allowed(url, self._guard)
+            if signer is None:
+                signer = signer_for(user, self.config.secrets)
+        minions = self.publisher.targets(device_id, tgt_type)
+        if not minions:
+            raise NoMinionsError(device_id, tgt_type)
+        if self.permissions is not None and not self.permissions.may_run(
+                user, command, arg, kwarg, device_id, tgt_type, minions):
+            raise AccessDeniedError(user, command, device_id)
+        job = (device_id, command, arg, kwarg, tgt_type, returner)
+        if url is None:
+            return self._publish(*job, jid=None)
+        minions = [validation.minion_id(m) for m in minions]
+
+        spec = {"returner": returner, "command": command, "arg": list(arg)}
+        if kwarg:
+            spec["kwarg"] = dict(kwarg)
+        if request.raw is not None:
+            spec["raw"] = request.raw
+
+        jid = self.publisher.new_jid()
+        created = self.clock()  # the deadline counts from here, just before publishing
+
+        def new_record(minion):
+            return Record(jid=jid, device_id=minion, url=url, created=created, timeout=timeout,
+                          command=spec, signer=signer, user=user)
+
+        self.store.add_job(jid, [new_record(m) for m in minions], created)
+        try:
+            published = self._publish(*job, jid=jid)
+        except Exception:
+            self.store.remove_job(jid, minions)  # nothing half-written: no job, no records
+            raise
+
+        # The master re-resolves the target when it publishes; keep records in step with it.
+        targeted = set(published["minions"])
+        stray = [m for m in minions if m not in targeted]
+        extra = [new_record(m) for m in published["minions"] if m not in set(minions)]
+        if stray or extra:
+            for minion in stray:
+                self.store.delete(minion, jid)
+            self.store.index_job(jid, published["minions"], created)
+            for record in extra:
+                self.store.save(record)
+            self.publisher.announce(jid)  # the engine may have read the job's records already
+        log.info("callbacks: job %s published to %d minion(s) with callback (timeout %d s)",
+                 jid, len(targeted), timeout)
+        return published
+
+    def _publish(self, tgt, fun, arg, kwarg, tgt_type, returner, jid):
+        published = self.publisher.publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)
+        if not published or not published.get("minions"):
+            raise NoMinionsError(tgt, tgt_type)
+        return {"jid": published["jid"], "minions": list(published["minions"])}
+
+    # -- reading -------------------------------------------------------------
+
+    def _may_see(self, user):
+        return None if self.permissions is None else self.permissions.visible_devices(user)
+
+    def get(self, user, device_id, jid):
+        """The public view of one record; ``NotFoundError`` when missing, expired
+        or on a device the caller may not see: a record the caller may not read
+        is one that does not exist for them."""
+        return self._record(user, device_id, jid).public_view(self.config.retention)
+
+    def _record(self, user, device_id, jid):
+        device_id = validation.device_id(device_id)
+        if not isinstance(jid, str) or not jid.strip():
+            jid = str(jid) if jid is not None else ""
+        may_see = self._may_see(user)
+        if may_see is not None and not may_see(device_id):
+            raise NotFoundError(device_id, jid)
+        try:
+            validation.minion_id(device_id)
+        except InputError:
+            raise NotFoundError(device_id, jid) from None
+        record = self.store.get(device_id, jid.strip())
+        if record is None or record.expires_at(self.config.retention) <= self.clock():
+            raise NotFoundError(device_id, jid)
+        return record
+
+    def list_records(self, user, device_id=None, state=None, limit=100):
+        """Recent records, newest first, each with its ``jid``; only devices the caller may see."""
+        if state is not None and state not in LIST_STATES:
+            raise InputError("state", f"must be one of {', '.join(LIST_STATES)}, got {state!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            if isinstance(limit, str) and limit.isdigit() and int(limit) >= 1:
+                limit = int(limit)
+            else:
+                raise InputError("limit", f"must be a positive integer, got {limit!r}")
+        if device_id is not None:
+            device_id = validation.minion_id(validation.device_id(device_id))
+        now = self.clock()
+        may_see = self._may_see(user)
+        retention = self.config.retention
+
+        def keep(record):
+            if record.expires_at(retention) <= now:
+                return False
+            if may_see is not None and not may_see(record.device_id):
+                return False
+            return state is None or record.public_state() == state
+
+        return [r.public_view(retention) for r in self.store.recent(device_id, limit, keep)]
+
+    # -- redeliver ------------------------------------------------------------
+
+    def redeliver(self, user, device_id, jid):
+        """Ask the engine to send the latest payload of a record once more."""
+        view = self.get(user, device_id, jid)
+        if not view["deliveries"]:
+            raise InputError("jid", f"nothing has been sent for job {jid} on {device_id} yet: nothing to redeliver")
+        latest = view["deliveries"][-1]
+        self.publisher.request_redelivery(view["jid"], view["device_id"])
+        return {"jid": view["jid"], "device_id": view["device_id"], "state": latest["state"],
+                "delivery_id": latest["delivery_id"], "redelivery": "queued"}

@@ -1,0 +1,151 @@
+"""The callback store on any ``salt.cache`` driver: records and a per-job index.
+
+Layout (banks are directories on localfs, key prefixes on redis)::
+
+    callbacks/jobs                 key <jid>  -> {"created": ts, "devices": [...]}
+    callbacks/records/<device_id>  key <jid>  -> Record.to_dict()
+
+The job index is written before the records and removed after them, so a crash
+between the two leaves at worst an index entry whose records are missing,
+which the sweep removes; never a record that nothing points to.
+
+``backend`` needs ``store(bank, key, data)``, ``fetch(bank, key)`` (``{}`` when
+missing), ``flush(bank, key)`` and ``list(bank)``: ``salt.cache.Cache`` has
+them, and tests pass a dict-backed fake.
+"""
+
+import logging
+
+from salt_callbacks.exceptions import StoreError
+from salt_callbacks.model.records import Record
+from salt_callbacks.model.validation import minion_id
+
+log = logging.getLogger(__name__)
+
+ROOT = "callbacks"
+JOBS_BANK = f"{ROOT}/jobs"
+RECORDS_BANK = f"{ROOT}/records"
+
+
+def _is_jid(key):
+    # Skip the temp files localfs leaves in a bank while writing.
+    return isinstance(key, str) and key[:20].isdigit()
+
+
+class SaltCacheStore:
+    def __init__(self, backend):
+        self._backend = backend
+
+    def _call(self, what, func, *args):
+        try:
+            return func(*args)
+        except Exception as exc:  # boundary: any backend failure becomes StoreError
+            raise StoreError(f"callback store could not {what}: {exc}") from exc
+
+    @staticmethod
+    def _bank(device_id):
+        return f"{RECORDS_BANK}/{minion_id(device_id)}"
+
+    # -- jobs -------------------------------------------------------------
+
+    def add_job(self, jid, records, created):
+        """Persist a new job's records (before it is published)."""
+        self.index_job(jid, [r.device_id for r in records], created)
+        for record in records:
+            self.save(record)
+
+    def index_job(self, jid, devices, created):
+        self._call(
+            f"index job {jid}",
+            self._backend.store,
+            JOBS_BANK,
+            jid,
+            {"created": created, "devices": sorted(devices)},
+        )
+
+    def job(self, jid):
+        """The index entry of ``jid`` (``{"created", "devices"}``), or None."""
+        entry = self._call(f"read job {jid}", self._backend.fetch, JOBS_BANK, jid)
+        return entry or None
+
+    def jids(self):
+        """Every indexed jid, oldest first (jids sort by time)."""
+        keys = self._call("list jobs", self._backend.list, JOBS_BANK)
+        return sorted(k for k in keys if _is_jid(k))
+
+    def expired_jobs(self, cutoff):
+        """``[(jid, devices)]`` of the jobs created at or before ``cutoff``, oldest first."""
+        expired = []
+        for jid in self.jids():
+            entry = self.job(jid)
+            if entry is None:
+                continue
+            if entry.get("created", 0) > cutoff:
+                break  # jids sort by time: everything after this is younger
+            expired.append((jid, list(entry.get("devices", []))))
+        return expired
+
+    def remove_job(self, jid, devices):
+        for device_id in devices:
+            self.delete(device_id, jid)
+        self._call(f"remove job {jid}", self._backend.flush, JOBS_BANK, jid)
+
+    # -- records ----------------------------------------------------------
+
+    def get(self, device_id, jid):
+        data = self._call(f"read record {device_id}/{jid}", self._backend.fetch, self._bank(device_id), jid)
+        if not data:
+            return None
+        try:
+            return Record.from_dict(data)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise StoreError(f"callback record {device_id}/{jid} is unreadable: {exc}") from exc
+
+    def save(self, record):
+        self._call(
+            f"write record {record.device_id}/{record.jid}",
+            self._backend.store,
+            self._bank(record.device_id),
+            record.jid,
+            record.to_dict(),
+        )
+
+    def delete(self, device_id, jid):
+        self._call(f"delete record {device_id}/{jid}", self._backend.flush, self._bank(device_id), jid)
+
+    def devices(self):
+        return sorted(self._call("list devices", self._backend.list, RECORDS_BANK))
+
+    def device_jids(self, device_id):
+        keys = self._call(f"list records of {device_id}", self._backend.list, self._bank(device_id))
+        return sorted(k for k in keys if _is_jid(k))
+
+    def records_of_job(self, jid):
+        entry = self.job(jid)
+        if entry is None:
+            return []
+        records = []
+        for device_id in entry.get("devices", []):
+            record = self.get(device_id, jid)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def recent(self, device_id=None, limit=100, predicate=None):
+        """Records newest first, at most ``limit``, optionally filtered."""
+        if device_id is not None:
+            candidates = ((device_id, jid) for jid in reversed(self.device_jids(device_id)))
+        else:
+            candidates = (
+                (dev, jid)
+                for jid in reversed(self.jids())
+                for dev in (self.job(jid) or {}).get("devices", [])
+            )
+        found = []
+        for dev, jid in candidates:
+            if len(found) >= limit:
+                break
+            record = self.get(dev, jid)
+            if record is not None and (predicate is None or predicate(record)):
+                found.append(record)
+        return found
