@@ -1,13 +1,68 @@
-"""Small helpers shared by the integration tests."""
+"""What the integration tests share: the test masters' settings, starting them, and small helpers."""
 
 import hashlib
 import hmac
 
+import psutil
 import salt.utils.event
 
+from tests.support import harness
 
-def seed_signature(secret, body):
-    """The seed's own verification recipe, verbatim."""
+# The secrets every test master signs with.
+SECRET = "test-secret-3f9c1e7a5b2d4c6e8f0a1b3c5d7e9f21"
+ALICE_SECRET = "alice-secret-8e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b"
+
+
+def callbacks_config(**overrides):
+    config = {
+        "secrets": {"default": SECRET, "alice": ALICE_SECRET},
+        "max_retries": 5,
+        "retry_delays": [0.2],
+        "retry_jitter": 0,
+        "attempt_timeout": 5,
+        "allow_networks": ["127.0.0.0/8"],
+    }
+    config.update(overrides)
+    return config
+
+
+def start_master(salt_factories, event_listener, master_id, salt_overrides=None, **callbacks_overrides):
+    overrides = {
+        "engines": [{"callbacks": {}}],
+        "callbacks": callbacks_config(**callbacks_overrides),
+        "log_level_logfile": "debug",
+    }
+    overrides.update(salt_overrides or {})
+    return salt_factories.salt_master_daemon(master_id, overrides=overrides)
+
+
+def engine_starts(master):
+    """How many times the callbacks engine has logged its start in the master log."""
+    return harness.engine_starts(master.config["log_file"])
+
+
+def wait_for_engine(master, starts_before=0, timeout=60):
+    """Salt skips an engine it cannot load without a word, so prove ours runs
+    (the harness's wait, on a salt-factories master's log)."""
+    harness.wait_for_engine(master.config["log_file"], starts_before, timeout)
+
+def engine_process(master):
+    seen = []
+    for child in psutil.Process(master.pid).children(recursive=True):
+        try:
+            title = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        # Titles are cut short; ours is the only external (ext) engine here.
+        if "Engine(salt.loaded.ext.engine" in title:
+            return child
+        seen.append(title)
+    raise AssertionError(f"no callbacks engine process under the master; saw {seen}")
+
+
+
+def autopi_signature(secret, body):
+    """The verification recipe of AutoPi's page, verbatim."""
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Signing and access beyond the seed, on a real master with salt-api (rest_cherrypy)
+"""Signing and access beyond AutoPi's page, on a real master with salt-api (rest_cherrypy)
 and eauth: per-user secrets, key rotation, sdb secrets, the caller's own
 permissions, and no secret anywhere it should not be."""
 
@@ -13,8 +13,8 @@ import standardwebhooks
 import svix.webhooks
 
 from salt_callbacks.webhook import signing
-from tests.integration.conftest import SECRET, start_master, wait_for_engine
-from tests.integration.helpers import run_ok, seed_signature
+from tests.integration.helpers import SECRET, start_master, wait_for_engine
+from tests.integration.helpers import run_ok, autopi_signature
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -103,13 +103,13 @@ def call_runner(api, token, fun, **kwargs):
     return response.json()["return"][0]
 
 
-def assert_verifies(request, seed_secret, standard_key_bytes):
-    assert request.headers["x-request-signature"] == seed_signature(seed_secret, request.body)
+def assert_verifies(request, autopi_secret, standard_key_bytes):
+    assert request.headers["x-request-signature"] == autopi_signature(autopi_secret, request.body)
     headers = {k: request.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     # Each raises on a bad signature (svix returns nothing, standardwebhooks the payload).
     assert standardwebhooks.Webhook(standard_key_bytes).verify(request.body.decode("utf-8"), headers) == request.json
     svix.webhooks.Webhook(standard_key_bytes).verify(request.body.decode("utf-8"), headers)
-    assert signing.verify(request.body, request.headers, seed_secret, now=time.time())
+    assert signing.verify(request.body, request.headers, autopi_secret, now=time.time())
 
 
 def test_a_salt_api_caller_gets_webhooks_signed_with_their_own_secret(api, receiver, hook):
@@ -130,10 +130,10 @@ def test_a_whsec_secret_is_used_as_the_standard_webhooks_spec_says(api, receiver
     headers = {k: request.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     assert standardwebhooks.Webhook(WHSEC).verify(request.body.decode("utf-8"), headers) == request.json
     svix.webhooks.Webhook(WHSEC).verify(request.body.decode("utf-8"), headers)
-    assert request.headers["x-request-signature"] == seed_signature(WHSEC, request.body)
+    assert request.headers["x-request-signature"] == autopi_signature(WHSEC, request.body)
 
 
-def test_rotation_signs_with_every_key_and_the_seed_header_with_the_current_one(api, acl_run, receiver, hook):
+def test_rotation_signs_with_every_key_and_the_autopi_header_with_the_current_one(api, acl_run, receiver, hook):
     path, url = hook
     published = call_runner(api, login(api, "bob"), "callbacks.execute",
                             device_id="cb-acl-minion", command="test.ping", callback_url=url)
@@ -154,7 +154,7 @@ def test_an_sdb_secret_is_read_when_signing_so_rotation_takes_effect(api, receiv
                 callback_url=receiver.url(first_path))
     (first,) = receiver.wait_for(first_path, 1)
     signed_with = [s[:10] for s in ALL_SECRETS + ["sdb://cbsecrets/carol"]
-                   if seed_signature(s, first.body) == first.headers["x-request-signature"]]
+                   if autopi_signature(s, first.body) == first.headers["x-request-signature"]]
     assert signed_with == [CAROL_1[:10]]
 
     sdb_file.write_text(f"carol: {CAROL_2}\n")
@@ -168,7 +168,7 @@ def test_an_sdb_secret_is_read_when_signing_so_rotation_takes_effect(api, receiv
                     callback_url=receiver.url(path))
         (webhook,) = receiver.wait_for(path, 1)
         seen += [s[:10] for s in (CAROL_1, CAROL_2)
-                 if seed_signature(s, webhook.body) == webhook.headers["x-request-signature"]]
+                 if autopi_signature(s, webhook.body) == webhook.headers["x-request-signature"]]
         time.sleep(1)
     assert seen and seen[-1] == CAROL_2[:10], seen
 

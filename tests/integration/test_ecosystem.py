@@ -7,8 +7,8 @@ import time
 import pytest
 import yaml
 
-from tests.integration.conftest import SECRET
-from tests.integration.helpers import get_record, run_ok, seed_signature
+from tests.integration.helpers import SECRET
+from tests.integration.helpers import get_record, run_ok, autopi_signature
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def test_a_job_published_with_callback_metadata_gets_a_record_and_webhooks(maste
     jid = publish_with_metadata(master, minion, {"callback_url": url, "callback_timeout": 30}, "test.arg", "x", "k=v")
     (request,) = receiver.wait_for(path, 1)
     assert request.json["jid"] == jid and request.json["state"] == "COMMAND_EXECUTED"
-    assert request.headers["x-request-signature"] == seed_signature(SECRET, request.body)  # root -> default
+    assert request.headers["x-request-signature"] == autopi_signature(SECRET, request.body)  # root -> default
     record = get_record(salt_run, minion.id, jid)
     assert record["timeout"] == 30
     assert record["command"] == {"returner": None, "command": "test.arg", "arg": ["x"], "kwarg": {"k": "v"}}

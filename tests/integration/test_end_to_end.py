@@ -1,4 +1,4 @@
-"""The seed's behaviour on a real master, minions and HTTP receiver.
+"""AutoPi's behaviour on a real master, minions and HTTP receiver.
 
 Each test asks for a callback through the real ``salt-run`` and watches what
 reaches a real receiver on 127.0.0.1.
@@ -9,8 +9,8 @@ import time
 import pytest
 
 from salt_callbacks.webhook import signing
-from tests.integration.conftest import SECRET
-from tests.integration.helpers import get_record, run_ok, seed_signature
+from tests.integration.helpers import SECRET
+from tests.integration.helpers import get_record, run_ok, autopi_signature
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +21,14 @@ def execute(salt_run, device, command, url, *args):
     return run_ok(salt_run, "callbacks.execute", device, command, f"callback_url={url}", *args)
 
 
-def test_command_executed_webhook_carries_the_result_signed_as_the_seed_says(salt_run, receiver, hook, minion):
+def test_command_executed_webhook_carries_the_result_signed_as_autopis_page_says(salt_run, receiver, hook, minion):
     path, url = hook
     published = execute(salt_run, minion.id, "test.ping", url, "callback_timeout=30")
     assert published["minions"] == [minion.id]
 
     (request,) = receiver.wait_for(path, 1)
     assert request.headers["content-type"] == "application/json"
-    assert request.headers["x-request-signature"] == seed_signature(SECRET, request.body)
+    assert request.headers["x-request-signature"] == autopi_signature(SECRET, request.body)
     assert signing.verify(request.body, request.headers, SECRET, now=time.time())
     body = request.json
     assert list(body) == ["response", "jid", "state", "success", "device_id"]
@@ -113,7 +113,7 @@ def test_timeout_is_sent_when_the_device_does_not_answer(salt_run, receiver, hoo
         "success": False,
         "device_id": down_minion.id,
     }
-    assert request.headers["x-request-signature"] == seed_signature(SECRET, request.body)
+    assert request.headers["x-request-signature"] == autopi_signature(SECRET, request.body)
     record = get_record(salt_run, down_minion.id, published["jid"])
     assert record["state"] == "TIMEOUT"
     assert record["timeout"] == 1
@@ -196,7 +196,7 @@ def test_a_duplicate_return_event_sends_nothing_more(salt_run, receiver, hook, m
     assert len(record["sent_requests"]) == 1
 
 
-def test_get_returns_the_record_in_the_seed_shape(salt_run, receiver, hook, minion):
+def test_get_returns_the_record_in_autopis_shape(salt_run, receiver, hook, minion):
     path, url = hook
     published = execute(salt_run, minion.id, "test.arg", url, "arg=[x]", "callback_timeout=45")
     receiver.wait_for(path, 1)

@@ -12,7 +12,7 @@ import uuid
 import psutil
 import pytest
 
-from tests.integration.conftest import start_master, wait_for_engine, engine_starts
+from tests.integration.helpers import start_master, wait_for_engine, engine_starts
 from tests.integration.helpers import fire_master_event, run_ok
 
 pytestmark = pytest.mark.integration
@@ -52,19 +52,6 @@ def fault_down(fault_master):
 def fault_run(fault_master, fault_minion, fault_down):
     return fault_master.salt_run_cli(timeout=60)
 
-
-def engine_process(master):
-    seen = []
-    for child in psutil.Process(master.pid).children(recursive=True):
-        try:
-            title = " ".join(child.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        # Titles are cut short; ours is the only external (ext) engine here.
-        if "Engine(salt.loaded.ext.engine" in title:
-            return child
-        seen.append(title)
-    raise AssertionError(f"no callbacks engine process under the master; saw {seen}")
 
 
 def new_path(receiver):

@@ -22,9 +22,9 @@ import psutil
 import pytest
 from saltfactories.daemons.minion import SaltMinion
 
-from tests.integration.conftest import start_master, wait_for_engine
+from tests.integration.helpers import start_master, wait_for_engine
 from tests.integration.helpers import run_ok
-from tests.integration.test_faults import engine_process
+from tests.integration.helpers import engine_process
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

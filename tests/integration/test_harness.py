@@ -8,7 +8,7 @@ import urllib.request
 import psutil
 import pytest
 
-from tests.integration.conftest import callbacks_config
+from tests.integration.helpers import callbacks_config
 from tests.support import harness
 from tests.support.ports import free_port
 

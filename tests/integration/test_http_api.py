@@ -1,6 +1,6 @@
-"""The seed's HTTP API (salt-api module ``callbacks_api``) on a real master:
+"""AutoPi's HTTP API (salt-api module ``callbacks_api``) on a real master:
 a real salt-api serving it, eauth logins, real minions, webhooks to a real
-receiver on 127.0.0.1 verified the way the seed's own sample does, and the
+receiver on 127.0.0.1 verified the way AutoPi's own sample does, and the
 caller's token kept out of every store, log and event in plain text.
 
 One master, two minions and one salt-api for the whole module.
@@ -21,9 +21,9 @@ import salt.cache
 import standardwebhooks
 
 from salt_callbacks.webhook import signing
-from tests.integration.conftest import ALICE_SECRET, SECRET, start_master, wait_for_engine, engine_starts
+from tests.integration.helpers import ALICE_SECRET, SECRET, start_master, wait_for_engine, engine_starts
 from tests.integration.helpers import run_ok
-from tests.integration.test_faults import engine_process
+from tests.integration.helpers import engine_process
 from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.integration
@@ -38,8 +38,8 @@ RESPONSES = []
 WAIT = 30
 
 
-def seed_sample_verifies(token, body, signature):
-    """The seed's verification sample, verbatim in substance: hex HMAC-SHA256
+def autopi_sample_verifies(token, body, signature):
+    """AutoPi's verification sample, verbatim in substance: hex HMAC-SHA256
     of the raw body, keyed with the token (no 'APIToken'/'Bearer' prefix)."""
     calculated_signature = hmac.new(token.encode("utf-8"), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(calculated_signature, signature)
@@ -185,10 +185,10 @@ def test_execute_raw_sends_a_webhook_signed_with_the_callers_token(api, receiver
     assert set(published) == {"jid", "minions"} and published["minions"] == [MINION]
 
     (webhook,) = receiver.wait_for(path, 1, timeout=WAIT)
-    assert seed_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+    assert autopi_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
     # The caller's token, not a configured secret of the same user.
-    assert not seed_sample_verifies(ALICE_SECRET, webhook.body, webhook.headers["x-request-signature"])
-    assert not seed_sample_verifies(SECRET, webhook.body, webhook.headers["x-request-signature"])
+    assert not autopi_sample_verifies(ALICE_SECRET, webhook.body, webhook.headers["x-request-signature"])
+    assert not autopi_sample_verifies(SECRET, webhook.body, webhook.headers["x-request-signature"])
     # Standard Webhooks headers carry the same key bytes.
     headers = {k: webhook.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     assert standardwebhooks.Webhook(token.encode("utf-8")).verify(webhook.body.decode("utf-8"), headers) == webhook.json
@@ -207,7 +207,7 @@ def test_execute_then_the_callback_record_reads_back_as_callbacks_get_shows_it(a
         "command": "test.arg", "arg": [1, "two"], "kwarg": {"k": "v"}, "callback_url": url, "callback_timeout": 30})
     assert status == 200, published
     (webhook,) = receiver.wait_for(path, 1, timeout=WAIT)
-    assert seed_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+    assert autopi_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
     assert webhook.json["response"]["data"]["return"]["args"] == [1, "two"]
 
     record = wait_for_attempts(api, token, MINION, published["jid"], 1)
@@ -228,7 +228,7 @@ def test_a_timeout_webhook_is_signed_with_the_token_too(api, api_master, receive
     timeout, executed = receiver.wait_for(path, 2, timeout=WAIT)
     assert (timeout.json["state"], executed.json["state"]) == ("TIMEOUT", "COMMAND_EXECUTED")
     for webhook in (timeout, executed):
-        assert seed_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+        assert autopi_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
 
 
 # -- devices -------------------------------------------------------------------------
@@ -358,12 +358,12 @@ def test_retries_and_redelivery_sign_with_the_token_after_it_expired_and_the_eng
 
     first, retry = receiver.wait_for(path, 2, timeout=60)
     for webhook in (first, retry):
-        assert seed_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+        assert autopi_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
     assert retry.headers["webhook-id"] == first.headers["webhook-id"]
 
     run_ok(api_run, "callbacks.redeliver", MINION, published["jid"])
     redelivered = receiver.wait_for(path, 3, timeout=WAIT)[2]
-    assert seed_sample_verifies(token, redelivered.body, redelivered.headers["x-request-signature"])
+    assert autopi_sample_verifies(token, redelivered.body, redelivered.headers["x-request-signature"])
     headers = {k: redelivered.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     standardwebhooks.Webhook(token.encode()).verify(redelivered.body.decode(), headers)
 

@@ -61,8 +61,8 @@ import pytest
 
 from salt_callbacks.webhook import signing
 from tests.integration import install_helpers as ih
-from tests.integration.conftest import SECRET, callbacks_config
-from tests.integration.helpers import seed_signature
+from tests.integration.helpers import SECRET, callbacks_config
+from tests.integration.helpers import autopi_signature
 from tests.support import harness
 
 pytestmark = pytest.mark.integration
@@ -125,7 +125,7 @@ def _callback_round_trip(layout, receiver, hook):
         "COMMAND_EXECUTED", jid, layout.minion_id, True)
     assert body["response"]["data"]["fun"] == "test.ping"
     assert body["response"]["data"]["return"] is True
-    assert request.headers["x-request-signature"] == seed_signature(SECRET, request.body)
+    assert request.headers["x-request-signature"] == autopi_signature(SECRET, request.body)
     signing.verify(request.body, request.headers, SECRET)
 
     # The engine writes the attempt right after the receiver's answer.

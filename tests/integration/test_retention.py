@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import start_master, wait_for_engine
+from tests.integration.helpers import start_master, wait_for_engine
 from tests.integration.helpers import run_ok
 
 pytestmark = pytest.mark.integration

@@ -241,5 +241,5 @@ def test_the_readme_is_short_and_gives_the_two_commands():
 
 @pytest.mark.parametrize("page", page_ids())
 def test_prose_names_the_autopi_page_not_our_old_word_for_it(page):
-    # "the seed" was our word for AutoPi's page; readers never met it.
+    # "AutoPi's page" was our word for AutoPi's page; readers never met it.
     assert not re.search(r"\bseed\b", (ROOT / page).read_text(encoding="utf-8"), re.I)

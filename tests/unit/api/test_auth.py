@@ -13,7 +13,7 @@ SHA256 = token_pattern("sha256")
 
 
 @pytest.mark.parametrize("header", [f"APIToken {TOKEN}", f"Bearer {TOKEN}", f"apitoken {TOKEN}", f"BEARER {TOKEN}"])
-def test_both_seed_header_forms_carry_the_token(header):
+def test_both_autopi_header_forms_carry_the_token(header):
     assert token_from_header(header, SHA256) == TOKEN
 
 

@@ -55,8 +55,8 @@ async def test_a_return_sends_one_command_executed_post_with_valid_signatures():
     assert headers["webhook-id"] == signing.delivery_id(record.jid, "dev1", "COMMAND_EXECUTED")
     assert headers["webhook-timestamp"] == str(int(T0 + 3))
     assert signing.verify(call["body"], headers, SECRET, now=T0 + 3) is True
-    seed_only = {"X-Request-Signature": headers["X-Request-Signature"]}
-    assert signing.verify(call["body"], seed_only, SECRET) is True
+    autopi_only = {"X-Request-Signature": headers["X-Request-Signature"]}
+    assert signing.verify(call["body"], autopi_only, SECRET) is True
     with pytest.raises(signing.VerificationError):
         signing.verify(call["body"], headers, "not-the-secret", now=T0 + 3)
 

@@ -66,7 +66,7 @@ def test_a_new_record_is_waiting_with_nothing_to_deliver():
     assert record.deliveries == []
     assert record.sent_requests == []
     assert not record.finished
-    uuid.UUID(record.timeout_task_id)  # a real uuid, as the seed's timeout_task_id
+    uuid.UUID(record.timeout_task_id)  # a real uuid, as AutoPi's timeout_task_id
 
 
 @pytest.mark.parametrize("phase, event", sorted(PHASE_TRANSITIONS))
@@ -152,7 +152,7 @@ def test_a_late_return_after_timeout_adds_command_executed_beside_timeout():
     assert record.delivery("COMMAND_EXECUTED").created == T0 + 90
 
 
-def test_the_executed_body_is_the_seed_payload_for_this_record():
+def test_the_executed_body_is_autopis_payload_for_this_record():
     record = make_record(created=T0)
     delivery = record.on_return(DATA, T0 + 1)
 
@@ -215,7 +215,7 @@ def attempt(record, delivery, status, started, **kwargs):
     return record.record_attempt(delivery, started, AttemptResult(status=status, **kwargs), SCHEDULE, rng=lambda: 0.5)
 
 
-def test_an_attempt_appends_a_sent_request_with_the_seed_keys():
+def test_an_attempt_appends_a_sent_request_with_autopis_keys():
     record = make_record(created=T0)
     delivery = record.on_return(DATA, T0 + 1)
 
@@ -382,7 +382,7 @@ def test_to_dict_and_from_dict_round_trip_through_json():
     assert copy.to_dict() == record.to_dict()
 
 
-def test_public_view_has_the_seed_keys_first():
+def test_public_view_has_autopis_keys_first():
     record = make_record(created=T0, timeout=60)
 
     view = record.public_view()

@@ -1,4 +1,4 @@
-"""The webhook payloads in the seed's shape, and the exact bytes that are signed and sent."""
+"""The webhook payloads in AutoPi's shape, and the exact bytes that are signed and sent."""
 
 import base64
 import hashlib
@@ -28,7 +28,7 @@ def test_the_return_tag_is_salts_job_return_tag():
     assert payload.return_tag(JID, DEV) == f"salt/job/{JID}/ret/{DEV}"
 
 
-def test_the_executed_payload_has_exactly_the_seed_shape():
+def test_the_executed_payload_has_exactly_autopis_shape():
     body = payload.executed_payload(JID, DEV, RETURN_DATA)
 
     assert list(body) == ["response", "jid", "state", "success", "device_id"]
@@ -42,14 +42,14 @@ def test_the_executed_payload_has_exactly_the_seed_shape():
     assert list(body["response"]) == ["tag", "data"]
 
 
-def test_the_timeout_payload_has_the_seed_keys_and_no_response():
+def test_the_timeout_payload_has_autopis_keys_and_no_response():
     body = payload.timeout_payload(JID, DEV)
 
     assert list(body) == ["response", "jid", "state", "success", "device_id"]
     assert body == {"response": None, "jid": JID, "state": "TIMEOUT", "success": False, "device_id": DEV}
 
 
-def test_the_two_states_are_the_seeds_names():
+def test_the_two_states_are_autopis_names():
     assert payload.STATES == ("COMMAND_EXECUTED", "TIMEOUT")
 
 
@@ -92,7 +92,7 @@ def test_text_that_was_not_utf8_on_the_device_still_gives_valid_utf8():
     assert decoded == {"out": "caf\ufffd ok", "caf\ufffd ok": 1}
 
 
-def test_encode_body_of_a_timeout_is_the_exact_seed_bytes():
+def test_encode_body_of_a_timeout_is_the_exact_autopi_bytes():
     assert payload.encode_body(payload.timeout_payload(JID, DEV)) == (
         b'{"response":null,"jid":"20240101000000000001","state":"TIMEOUT","success":false,"device_id":"web-01"}'
     )

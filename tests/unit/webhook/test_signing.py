@@ -18,7 +18,7 @@ STAMP = 1700000000
 
 # Computed once with hmac/hashlib and pasted here: a change in the algorithm,
 # the key encoding or the signed string shows up as a different literal.
-SEED_HEX = "6b2b1625b09725bc7f3400497d4cfb35949aa08ba0c8871e4af86090cf51b114"
+AUTOPI_HEX = "6b2b1625b09725bc7f3400497d4cfb35949aa08ba0c8871e4af86090cf51b114"
 STANDARD_V1 = "v1,HaK77V/WTNjEtGlEmzgPl2bkiY8mcMhYVu4JzBNnHPU="
 DELIVERY_ID = "msg_24af7e62d1abab93fddbcd96eed403ce"
 
@@ -33,15 +33,15 @@ SW_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 # -- known answers -------------------------------------------------------------
 
 
-def test_seed_signature_is_hex_hmac_sha256_of_the_body_keyed_with_the_secret():
+def test_autopi_signature_is_hex_hmac_sha256_of_the_body_keyed_with_the_secret():
     expected = hmac.new(SECRET.encode("utf-8"), BODY, hashlib.sha256).hexdigest()
 
     assert signing.seed_signature(BODY, SECRET) == expected
-    assert signing.seed_signature(BODY, SECRET) == SEED_HEX
+    assert signing.seed_signature(BODY, SECRET) == AUTOPI_HEX
 
 
-def test_seed_signature_follows_the_seeds_receiver_example():
-    # The seed's verifier: hmac.new(secret.encode('utf-8'), json_body, sha256).hexdigest()
+def test_autopi_signature_follows_the_autopi_receiver_example():
+    # AutoPi's verifier: hmac.new(secret.encode('utf-8'), json_body, sha256).hexdigest()
     webhook_signature = signing.seed_signature(BODY, "API Token")
 
     calculated = hmac.new("API Token".encode("utf-8"), BODY, hashlib.sha256).hexdigest()
@@ -78,7 +78,7 @@ def test_a_whsec_secret_that_is_not_base64_is_a_signing_error():
         signing.standard_key("whsec_not*base64!")
 
 
-def test_the_seed_header_uses_the_whole_secret_string_even_for_whsec():
+def test_the_autopi_header_uses_the_whole_secret_string_even_for_whsec():
     assert signing.seed_signature(SW_BODY, SW_SECRET) == hmac.new(
         SW_SECRET.encode("utf-8"), SW_BODY, hashlib.sha256
     ).hexdigest()
@@ -89,14 +89,14 @@ def test_signed_headers_carry_both_schemes():
 
     assert headers == {
         "Content-Type": "application/json",
-        "X-Request-Signature": SEED_HEX,
+        "X-Request-Signature": AUTOPI_HEX,
         "webhook-id": MSG_ID,
         "webhook-timestamp": str(STAMP),
         "webhook-signature": STANDARD_V1,
     }
 
 
-def test_signed_headers_with_two_secrets_give_two_signatures_and_the_seed_header_from_the_first():
+def test_signed_headers_with_two_secrets_give_two_signatures_and_the_autopi_header_from_the_first():
     headers = signing.signed_headers(BODY, [SECRET, "old-secret"], MSG_ID, STAMP)
 
     signatures = headers["webhook-signature"].split(" ")
@@ -106,7 +106,7 @@ def test_signed_headers_with_two_secrets_give_two_signatures_and_the_seed_header
     ]
     assert all(s.startswith("v1,") for s in signatures)
     assert signatures[0] != signatures[1]
-    assert headers["X-Request-Signature"] == SEED_HEX
+    assert headers["X-Request-Signature"] == AUTOPI_HEX
 
 
 def test_signed_headers_without_a_secret_refuse_to_sign():
@@ -124,12 +124,12 @@ def test_fingerprint_is_short_and_does_not_reveal_the_secret():
 # -- verify --------------------------------------------------------------------
 
 
-def seed_headers(body=BODY, secret=SECRET):
+def autopi_headers(body=BODY, secret=SECRET):
     return {"Content-Type": "application/json", "X-Request-Signature": signing.seed_signature(body, secret)}
 
 
-def test_verify_accepts_the_seed_header():
-    assert signing.verify(BODY, seed_headers(), SECRET) is True
+def test_verify_accepts_the_autopi_header():
+    assert signing.verify(BODY, autopi_headers(), SECRET) is True
 
 
 def test_verify_looks_headers_up_case_insensitively_and_accepts_a_str_body():
@@ -178,14 +178,14 @@ def test_verify_rejects_a_tampered_body_with_either_scheme():
     tampered = BODY.replace(b"COMMAND_EXECUTED", b"TIMEOUT")
 
     with pytest.raises(VerificationError):
-        signing.verify(tampered, seed_headers(), SECRET)
+        signing.verify(tampered, autopi_headers(), SECRET)
     with pytest.raises(VerificationError):
         signing.verify(tampered, signing.signed_headers(BODY, [SECRET], MSG_ID, STAMP), SECRET, now=STAMP)
 
 
 def test_verify_rejects_the_wrong_secret_with_either_scheme():
     with pytest.raises(VerificationError):
-        signing.verify(BODY, seed_headers(), "wrong")
+        signing.verify(BODY, autopi_headers(), "wrong")
     with pytest.raises(VerificationError):
         signing.verify(BODY, signing.signed_headers(BODY, [SECRET], MSG_ID, STAMP), "wrong", now=STAMP)
 
@@ -221,7 +221,7 @@ def test_verify_rejects_a_request_with_no_signature_header():
         signing.verify(BODY, {"Content-Type": "application/json"}, SECRET)
 
 
-def test_verify_rejects_an_empty_seed_header():
+def test_verify_rejects_an_empty_autopi_header():
     with pytest.raises(VerificationError):
         signing.verify(BODY, {"X-Request-Signature": ""}, SECRET)
 
@@ -247,13 +247,13 @@ def test_verify_accepts_any_of_a_receivers_rotating_secrets():
     headers = signing.signed_headers(BODY, ["new-key"], MSG_ID, STAMP)
 
     assert signing.verify(BODY, headers, ["old-key", "new-key"], now=STAMP) is True
-    seed_only = {"X-Request-Signature": headers["X-Request-Signature"]}
-    assert signing.verify(BODY, seed_only, ["old-key", "new-key"]) is True
+    autopi_only = {"X-Request-Signature": headers["X-Request-Signature"]}
+    assert signing.verify(BODY, autopi_only, ["old-key", "new-key"]) is True
     with pytest.raises(VerificationError):
         signing.verify(BODY, headers, ["old-key"], now=STAMP)
 
 
-def test_verify_does_not_fall_back_to_the_seed_header_when_a_standard_signature_is_bad():
+def test_verify_does_not_fall_back_to_the_autopi_header_when_a_standard_signature_is_bad():
     headers = signing.signed_headers(BODY, [SECRET], MSG_ID, STAMP)
     headers["webhook-signature"] = "v1,AAAA"
 
@@ -267,7 +267,7 @@ def test_verify_does_not_fall_back_to_the_seed_header_when_a_standard_signature_
         {"X-Request-Signature": "\u00e9" * 64},
         {"webhook-id": MSG_ID, "webhook-timestamp": str(STAMP), "webhook-signature": "v1,\u00e9"},
     ],
-    ids=["seed", "standard"],
+    ids=["autopi", "standard"],
 )
 def test_verify_rejects_a_non_ascii_signature_with_verification_error(headers):
     # A receiver decodes header bytes as latin-1, so anyone can send these.
