@@ -12,7 +12,7 @@ import uuid
 import psutil
 import pytest
 
-from tests.integration.helpers import start_master, wait_for_engine, engine_starts
+from tests.integration.helpers import engine_process, engine_starts, start_master, wait_for_engine
 from tests.integration.helpers import fire_master_event, run_ok
 
 pytestmark = pytest.mark.integration

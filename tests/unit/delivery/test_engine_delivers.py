@@ -17,12 +17,10 @@ from tests.support.fakes import (
     T0,
     URL,
     event_tags,
-    jid,
     make_record,
     new_rig,
     settle,
     states,
-    status,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -18,7 +18,6 @@ from tests.support.fakes import (
     make_record,
     new_rig,
     states,
-    status,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -14,7 +14,6 @@ from tests.support.fakes import (
     OK,
     T0,
     DictBackend,
-    jid,
     make_config,
     make_record,
     new_rig,

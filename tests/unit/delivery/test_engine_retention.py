@@ -11,7 +11,6 @@ from salt_callbacks.model.records import Status
 from tests.support.fakes import (
     OK,
     T0,
-    jid,
     make_config,
     make_record,
     new_rig,

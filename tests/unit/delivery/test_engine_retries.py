@@ -14,7 +14,6 @@ from tests.support.fakes import (
     OK,
     T0,
     event_tags,
-    jid,
     make_config,
     make_record,
     new_rig,
