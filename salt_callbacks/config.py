@@ -39,6 +39,8 @@ KEYS = {
     ),
     "lease_ttl": (10, "seconds a master's claims outlive its last heartbeat; a dead master's work moves after this"),
     "takeover_interval": (2, "seconds between an engine's scans for callbacks no live master holds"),
+    "metrics_port": (None, "port of the engine's Prometheus /metrics, /healthz and /readyz (default: off)"),
+    "metrics_host": ("127.0.0.1", "address the metrics port listens on"),
 }
 
 COORDINATION_MODES = ("auto", "local", "redis")
@@ -64,6 +66,8 @@ class CallbacksConfig:
     coordination: str = KEYS["coordination"][0]
     lease_ttl: float = KEYS["lease_ttl"][0]
     takeover_interval: float = KEYS["takeover_interval"][0]
+    metrics_port: int | None = None
+    metrics_host: str = KEYS["metrics_host"][0]
 
     def __repr__(self):
         # Secrets never reach a log line, even through a debug repr of the config.
@@ -112,6 +116,9 @@ class CallbacksConfig:
         values["coordination"] = _choice("coordination", get("coordination"), problems, COORDINATION_MODES)
         values["lease_ttl"] = _number("lease_ttl", get("lease_ttl"), problems, 1, 600)
         values["takeover_interval"] = _number("takeover_interval", get("takeover_interval"), problems, 0.1, 600)
+        port = get("metrics_port")
+        values["metrics_port"] = None if port is None else _int("metrics_port", port, problems, 1, 65535)
+        values["metrics_host"] = _host("metrics_host", get("metrics_host"), problems)
         if problems:
             raise ConfigError(problems)
         return cls(**values), unknown
@@ -164,6 +171,13 @@ def _optional_str(key, value, problems):
 def _choice(key, value, problems, choices):
     if value not in choices:
         problems.append(f"callbacks:{key} must be one of {', '.join(choices)}, got {value!r}")
+        return KEYS[key][0]
+    return value
+
+
+def _host(key, value, problems):
+    if not isinstance(value, str) or not value.strip() or any(ch.isspace() for ch in value):
+        problems.append(f"callbacks:{key} must be a host name or IP address, got {value!r}")
         return KEYS[key][0]
     return value
 

@@ -131,12 +131,41 @@ def build_engine(config, store, notify=None, transport=None, clock=time.time, re
 
 
 def engine_parts(opts, config, loop):
-    """``(engine, master bus, event sender)`` for the engine process."""
+    """``(engine, master bus, event sender)`` for the engine process; the engine
+    carries its ``metrics`` (``EngineMetrics`` when ``metrics_port`` is set)."""
     master_bus = bus.MasterBus(opts, loop)
     sender = bus.EventSender(opts)
-    engine = build_engine(config, build_store(opts, config), notify=sender.fire,
+    metrics, store = build_metrics(opts, config), build_store(opts, config)
+    if metrics is not None:
+        from salt_callbacks.metrics.registry import TimedStore  # pylint: disable=import-outside-toplevel
+
+        store = TimedStore(store, metrics.store_write)
+    engine = build_engine(config, store, notify=sender.fire,
                           recover=jobcache.JobCache(opts).returns, opts=opts, claims=build_claims(opts, config))
+    if metrics is not None:
+        engine.metrics = metrics
+        metrics.watch(engine.live)
     return engine, master_bus, sender
+
+
+# -- metrics and health (callbacks: metrics_port) --------------------------------------
+
+
+def build_metrics(opts, config):
+    """The engine's Prometheus series, labelled with this master's id; None when metrics are off."""
+    if config.metrics_port is None:
+        return None
+    from salt_callbacks import __version__  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.metrics.registry import EngineMetrics  # pylint: disable=import-outside-toplevel
+
+    return EngineMetrics(opts.get("id") or "master", __version__)
+
+
+def build_metrics_server(config, metrics, health):
+    """The ``/metrics``, ``/healthz`` and ``/readyz`` server on ``metrics_host:metrics_port`` (not started)."""
+    from salt_callbacks.metrics.server import MetricsServer  # pylint: disable=import-outside-toplevel
+
+    return MetricsServer(metrics.registry, health, config.metrics_host, config.metrics_port)
 
 
 # -- the service (runner and HTTP API) ----------------------------------------------------

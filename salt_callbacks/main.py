@@ -12,6 +12,8 @@ import logging
 import signal
 
 from salt_callbacks import events, factory
+from salt_callbacks.metrics.health import Health
+from salt_callbacks.metrics.runtime import keep_health
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +48,41 @@ class BusGapHandler:
     master stops: nothing to catch up then. Otherwise let the subscriber
     reconnect first, then read what was missed."""
 
-    def __init__(self, engine, should_exit, settle=GAP_SETTLE):
+    def __init__(self, engine, should_exit, settle=GAP_SETTLE, health=None):
         self._engine = engine
         self._should_exit = should_exit
         self._settle = settle
+        self._health = health
 
     def __call__(self):
         if self._should_exit.is_set():
             return
+        if self._health is not None:
+            self._health.bus_cut()
         loop = asyncio.get_running_loop()
         loop.call_later(self._settle, self._catch_up, loop)
 
     def _catch_up(self, loop):
         if not self._should_exit.is_set():
+            if self._health is not None:
+                self._health.bus_back()  # reconnected by now; what was missed is read next
             loop.create_task(self._engine.reconcile())
 
 
 async def _engine_main(opts, config):
     should_exit = _stop_event()
     engine, bus, sender = factory.engine_parts(opts, config, asyncio.get_running_loop())
+    health, metrics_server = Health(on_bus_gap=engine.metrics.bus_gap), None
+    if config.metrics_port is not None:
+        metrics_server = start_metrics(factory.build_metrics_server(config, engine.metrics, health))
+    if metrics_server is not None:
+        asyncio.get_running_loop().create_task(keep_health(health, engine.store, should_exit))
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
-    bus.listen(engine.on_event, BusGapHandler(engine, should_exit))
+    bus.listen(engine.on_event, BusGapHandler(engine, should_exit, health=health))
+    health.bus_subscribed = True
     await start_with_backoff(engine, should_exit)
+    health.started = True
     sender.fire(events.ENGINE_STARTED, {"resumed": len(engine.live)})
     try:
         await engine.main_loop(should_exit)
@@ -76,6 +90,19 @@ async def _engine_main(opts, config):
         await engine.shutdown()
         bus.close()
         await asyncio.get_running_loop().run_in_executor(None, sender.close)
+        if metrics_server is not None:
+            metrics_server.stop()
+
+
+def start_metrics(server):
+    """Start the metrics server; a port that cannot be bound is logged, not fatal (deliveries go on)."""
+    try:
+        server.start()
+    except OSError as exc:
+        log.error("callbacks metrics: cannot listen on %s:%s (%s); the engine runs without /metrics",
+                  server.host, server.port, exc)
+        return None
+    return server
 
 
 async def start_with_backoff(engine, should_exit, first_delay=START_FIRST_DELAY, max_delay=START_MAX_DELAY):

@@ -36,6 +36,7 @@ from salt_callbacks.delivery.sweeper import RetentionSweeper
 from salt_callbacks.delivery.writer import RecordWriter
 from salt_callbacks.exceptions import CallbackError, ClaimError, StoreError
 from salt_callbacks.ha.coordinator import LocalCoordinator
+from salt_callbacks.metrics.null import NULL_METRICS
 from salt_callbacks.model.records import Phase, Status
 from salt_callbacks.model.retry import Outcome, RetrySchedule
 from salt_callbacks.redact import redact_url
@@ -56,7 +57,7 @@ DEADLINES_PER_TICK = 2000
 
 class CallbackEngine:
     def __init__(self, config, store, transport, keys_for, *, clock=time.time, rng=random.random, notify=None,
-                 recover=None, register_metadata=None, coordinator=None):
+                 recover=None, register_metadata=None, coordinator=None, metrics=NULL_METRICS):
         """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
         or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
         ``recover(jid)`` returns ``{device_id: return data}`` from the master
@@ -64,8 +65,9 @@ class CallbackEngine:
         ``register_metadata(jid, publish_data, minions, stamp)`` validates and
         stores the records of a job published with callback metadata;
         ``coordinator`` shares the work with other masters (``ha``; default:
-        this master owns everything)."""
+        this master owns everything); ``metrics``: ``metrics.EngineMetrics`` hooks."""
         self.config = config
+        self.metrics = metrics
         self.store = store
         self.clock = clock
         self.rng = rng
@@ -398,7 +400,9 @@ class CallbackEngine:
     def _on_attempt_done(self, record, delivery, started, result, key_fingerprint):
         if self.live.get(record.key) is not record:
             return  # swept while the attempt ran: the record is gone, write nothing back
+        redelivery = delivery.single_attempt
         outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng, key_fingerprint)
+        self.metrics.attempt_done(record, delivery, started, result, outcome, redelivery)
         target = redact_url(record.url)
         if outcome == Outcome.RETRY:
             log.warning("callbacks: %s for job %s on %s to %s failed (%s); attempt %d, next in %.1f s",
