@@ -15,6 +15,7 @@ import math
 from typing import Mapping
 
 from salt_callbacks.exceptions import ConfigError
+from salt_callbacks.redis_config import REDIS_KEYS, RedisSettings, settings_from_block
 
 #: Settings, their defaults and a one-line meaning. Keep the README table in step.
 KEYS = {
@@ -41,6 +42,11 @@ KEYS = {
     "takeover_interval": (2, "seconds between an engine's scans for callbacks no live master holds"),
     "metrics_port": (None, "port of the engine's Prometheus /metrics, /healthz and /readyz (default: off)"),
     "metrics_host": ("127.0.0.1", "address the metrics port listens on"),
+    "redis": (
+        None,
+        "Redis for the store and the claims: a mapping of " + ", ".join(REDIS_KEYS)
+        + "; none: the master's cache.redis.* settings",
+    ),
 }
 
 COORDINATION_MODES = ("auto", "local", "redis")
@@ -68,6 +74,7 @@ class CallbacksConfig:
     takeover_interval: float = KEYS["takeover_interval"][0]
     metrics_port: int | None = None
     metrics_host: str = KEYS["metrics_host"][0]
+    redis: RedisSettings | None = None  # None: the master's cache.redis.* settings
 
     def __repr__(self):
         # Secrets never reach a log line, even through a debug repr of the config.
@@ -119,6 +126,8 @@ class CallbacksConfig:
         port = get("metrics_port")
         values["metrics_port"] = None if port is None else _int("metrics_port", port, problems, 1, 65535)
         values["metrics_host"] = _host("metrics_host", get("metrics_host"), problems)
+        redis = get("redis")
+        values["redis"] = None if redis is None else settings_from_block(redis, problems)
         if problems:
             raise ConfigError(problems)
         return cls(**values), unknown

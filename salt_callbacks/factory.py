@@ -15,7 +15,7 @@ from salt_callbacks.config import CallbacksConfig, unknown_keys_message
 from salt_callbacks.delivery.engine import CallbackEngine
 from salt_callbacks.delivery.guard import AddressGuard
 from salt_callbacks.delivery.transport import AiohttpTransport
-from salt_callbacks.exceptions import ConfigError, SealError
+from salt_callbacks.exceptions import SealError
 from salt_callbacks.ha import claims as ha_claims
 from salt_callbacks.ha.coordinator import LocalCoordinator
 from salt_callbacks.ha.redis_coordinator import RedisCoordinator
@@ -23,6 +23,7 @@ from salt_callbacks.keys import sealing
 from salt_callbacks.keys.resolver import SecretResolver
 from salt_callbacks.service import CallbackService, register_from_metadata
 from salt_callbacks.store import SaltCacheStore
+from salt_callbacks.store.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,21 @@ def store_driver(opts, config):
 
 
 def build_store(opts, config):
-    """The callback store on the configured ``salt.cache`` driver. Runner,
-    engine and the ``callbacks`` returner module all build it here (not
-    through Salt's returner loader, which cost ~20 ms per runner call)."""
+    """The callback store. Runner, engine and the ``callbacks`` returner module
+    all build it here (not through Salt's returner loader, which cost ~20 ms
+    per runner call). On the redis driver: ``RedisStore``, with the client of
+    ``callbacks: redis:`` (timeouts, Sentinel, TLS), in the driver's layout;
+    else the configured ``salt.cache`` driver."""
+    if store_driver(opts, config) == "redis":
+        return build_redis_store(opts, config)
     return SaltCacheStore(cache.cache_backend(opts, config.cache))
+
+
+def build_redis_store(opts, config):
+    """The callback store on Redis (``store/redis_store.py``): the keys Salt's
+    redis cache driver writes, through this extension's own client."""
+    settings = redis.redis_settings(opts, config)
+    return RedisStore(redis.redis_client(settings), endpoint=settings.endpoint, layout=redis.layout(opts))
 
 
 def build_claims(opts, config):
@@ -58,13 +70,10 @@ def build_claims(opts, config):
         mode = "redis" if store_driver(opts, config) == "redis" else "local"
     if mode == "local":
         return ha_claims.LocalClaims(opts.get("id", "local"))
-    settings = redis.redis_settings(opts)
-    if settings["cluster_mode"]:
-        raise ConfigError(["callbacks:coordination: redis needs one Redis server (or a primary with replicas); "
-                           "cache.redis.cluster_mode is not supported for the engines' claims"])
+    settings = redis.redis_settings(opts, config)
     return ha_claims.RedisClaims(
         redis.redis_client(settings), owner=opts["id"], ttl=config.lease_ttl, retention=config.retention,
-        endpoint=redis.redis_endpoint(settings),
+        endpoint=settings.endpoint,
     )
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the tests need and pip cannot give: redis-server (the HA
-# tests start their own, on a free loopback port, never the system service).
+# Debian packages the tests need and pip cannot give: redis-server and
+# redis-sentinel (the HA tests start their own, on free loopback ports, never
+# the system service).
 # Installs only what is missing; uses sudo when not root.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "installing Debian packages: ${missing[*]}" >&2

@@ -22,22 +22,33 @@ class RedisServer:
         self.port = port or free_port()
         self.process = None
         self.log_path = f"{self.directory}/redis.log"
+        self.extra_args = []  # e.g. TLS ports (later arguments win over the defaults)
 
     def start(self, timeout=20):
         self.process = subprocess.Popen(  # pylint: disable=consider-using-with
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory,
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--logfile", self.log_path, "--protected-mode", "no"],
+             "--logfile", self.log_path, "--protected-mode", "no", *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        while not self.ping():
+        while not self.ready():
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.log_path}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout} s")
             time.sleep(0.05)
         return self
+
+    def ready(self):
+        """Answers PING, or (TLS only, which a plain PING cannot reach) says it is ready in its log."""
+        if "--tls-port" not in self.extra_args:
+            return self.ping()
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                return "Ready to accept connections" in log.read()
+        except OSError:
+            return False
 
     def ping(self):
         try:
