@@ -27,6 +27,7 @@ class Ctx:
         self.extra_pids = {}  # pid -> role, for the CPU split
         self.bus_counter = SPAWN.RawValue("q", 0)
         self.profile = None
+        self.bus_event_ceiling = None  # set by the bus part before its latency runs
 
     def note(self, text):
         self.results["notes"].append(text)
@@ -48,6 +49,21 @@ class Ctx:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+
+#: Latency rate without a measured bus ceiling (``--rate 0`` and ``--only`` without ``bus``).
+FALLBACK_RATE = 1000.0
+
+
+def latency_rate(ctx):
+    """Returns/s of the latency runs: ``--rate``, or half the bus ceiling (event
+    injection) measured earlier in this run: the rate issue 13's added latency is judged at."""
+    if ctx.args.rate:
+        return ctx.args.rate
+    ceiling = ctx.results["scenarios"].get("ceiling_bus", {}).get("event", {}).get("rate")
+    if not ceiling:
+        ceiling = ctx.bus_event_ceiling
+    return round(ceiling / 2) if ceiling else FALLBACK_RATE
 
 
 def repeated(ctx, key, run_once, metric, unit="/s"):

@@ -13,6 +13,7 @@ class CpuMeter:
     def __init__(self, ctx):
         self.ctx = ctx
         self._start = None
+        self.seconds = {}  # role -> CPU seconds over the span (set by stop): unrounded, for per-webhook costs
 
     def _snapshot(self):
         import psutil  # pylint: disable=import-outside-toplevel
@@ -57,6 +58,7 @@ class CpuMeter:
             ours += delta
             role = roles.get(pid, "bench")
             used[role] = used.get(role, 0.0) + delta
+        self.seconds = dict(used)
         result = {role: round(v / wall, 2) for role, v in sorted(used.items())}
         result["background"] = round(max(0.0, (busy1 - busy0) - ours) / wall, 2)
         result["wall_s"] = round(wall, 1)

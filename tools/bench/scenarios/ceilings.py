@@ -10,7 +10,7 @@ import time
 
 from tools.bench import SPAWN, say
 from tools.bench.clients import http_client_main, subscriber_main
-from tools.bench.context import repeated
+from tools.bench.context import latency_rate, repeated
 from tools.bench.masters import CUTOFF_LINE, Master
 from tools.bench.meter import CpuMeter, wait_for_quiet_machine
 from tools.bench.stats import ms_summary, stamp_to_ts, sustained_rate
@@ -63,7 +63,9 @@ def run_bus_ceiling(ctx):
         for mode, n in (("store_job", args.sj_returns), ("event", args.returns)):
             out[mode] = repeated(ctx, f"ceiling_bus_{mode}", lambda name, i, mode=mode, n=n: _bus_rate_once(
                 ctx, parent, name, mode, n), lambda r: r.get("rate"))
-        out["latency"] = _bus_latency(ctx, parent)
+        ctx.bus_event_ceiling = out["event"].get("rate")
+        out["latency"] = repeated(ctx, "ceiling_bus_latency", lambda name, i: _bus_latency(ctx, parent, name),
+                                  lambda r: r["latency"].get("p99_ms"), unit=" ms p99")
         out["cutoffs_logged"] = master.log_count(CUTOFF_LINE)
         lost = {m: out[m]["returns"] - out[m]["received"] for m in ("store_job", "event")}
         if out["cutoffs_logged"]:
@@ -116,18 +118,20 @@ def _bus_rate_once(ctx, conn, name, mode, n):
     return res
 
 
-def _bus_latency(ctx, conn):
+def _bus_latency(ctx, conn, name):
     """Bus latency at the latency runs' rate: the floor for anything that reads the bus."""
     args = ctx.args
-    n = int(args.rate * args.latency_seconds)
+    rate = latency_rate(ctx)
+    n = int(rate * args.latency_seconds)
     jobs = ctx.jobs("bus", n)
-    wait_for_quiet_machine(ctx, "ceiling_bus_latency")
-    say(f"ceiling/bus latency: {n} returns at {args.rate:.0f}/s to a subscriber that does nothing")
+    wait_for_quiet_machine(ctx, name)
+    say(f"ceiling/bus latency: {n} returns at {rate:.0f}/s to a subscriber that does nothing")
     meter = CpuMeter(ctx).start()
-    inj = ctx.pool.inject(jobs, "event", new=True, rate=args.rate, timeout=120 + args.latency_seconds * 3)
+    inj = ctx.pool.inject(jobs, "event", new=True, rate=rate, timeout=120 + args.latency_seconds * 3)
     rows = _subscriber_rows(conn)
     lat = [t - ts for t, stamp in rows if (ts := stamp_to_ts(stamp)) is not None]
-    res = {"offered_rate": inj["rate"], "received": len(rows), "latency": ms_summary(lat), "cpu": meter.stop()}
+    res = {"target_rate": rate, "offered_rate": inj["rate"], "received": len(rows), "latency": ms_summary(lat),
+           "cpu": meter.stop()}
     say(f"  -> offered {inj['rate']:.0f}/s, bus latency {res['latency']}")
     return res
 

@@ -5,7 +5,8 @@ that never answers), and a burst that overflows the bus."""
 import time
 
 from tools.bench import say
-from tools.bench.context import PROBE_WAIT, deliveries, engine_config, probe_engine, repeated, write_records
+from tools.bench.context import PROBE_WAIT, deliveries, engine_config, latency_rate, probe_engine, repeated, \
+    write_records
 from tools.bench.masters import CUTOFF_LINE, Master
 from tools.bench.meter import CpuMeter, engine_rss_mb, wait_for_quiet_machine, wait_quiet
 from tools.bench.profile import finish_profile, start_profile
@@ -69,8 +70,12 @@ def _throughput_once(ctx, name, i, mode, n):
            "rate": sustained_rate(times), "injection_rate": inj["rate"],
            "overall_rate": len(rows) / max(1e-9, (max(times) - inj["first"])) if times else None,
            "cutoffs": ctx.master.log_count(CUTOFF_LINE) - cut0, "cpu": cpu, "rss_mb": engine_rss_mb(ctx)}
+    # The issue's figure: engine process CPU time over webhooks delivered (every thread of it).
+    res["engine_cpu_s"] = round(meter.seconds.get("engine", 0.0), 3)
+    res["engine_cpu_us_per_webhook"] = round(res["engine_cpu_s"] / len(rows) * 1e6, 1) if rows else None
     say(f"  -> delivered {len(rows)}/{n}, {res['rate'] or 0:.0f}/s sustained (injectors offered "
-        f"{inj['rate']:.0f}/s), bus cut-offs {res['cutoffs']}; cpu {cpu}")
+        f"{inj['rate']:.0f}/s), bus cut-offs {res['cutoffs']}; engine CPU "
+        f"{res['engine_cpu_us_per_webhook'] or 0:.0f} µs per webhook; cpu {cpu}")
     return res
 
 
@@ -87,7 +92,8 @@ def _interleave(jobs, hole_jobs, share):
 
 def _latency_once(ctx, name, i, hole_share):
     args = ctx.args
-    n = int(args.rate * args.latency_seconds)
+    target = latency_rate(ctx)
+    n = int(target * args.latency_seconds)
     prefix, hole_prefix = (f"lat{i}", None) if not hole_share else (f"bh{i}", f"hole{i}")
     jobs = ctx.jobs(prefix, n)
     hole_jobs = ctx.jobs(hole_prefix, int(n * hole_share)) if hole_share else []
@@ -99,12 +105,12 @@ def _latency_once(ctx, name, i, hole_share):
     wait_quiet(ctx, 30)  # the previous scenario's backlog first
     wait_for_quiet_machine(ctx, name)
     what = f", {len(hole_jobs)} to a receiver that never answers" if hole_jobs else ""
-    say(f"engine/latency{'+hole' if hole_jobs else ''}: {len(jobs_all)} returns at {args.rate:.0f}/s "
+    say(f"engine/latency{'+hole' if hole_jobs else ''}: {len(jobs_all)} returns at {target:.0f}/s "
         f"for {args.latency_seconds:.0f} s (event injection){what}")
     cut0 = ctx.master.log_count(CUTOFF_LINE)
     holes0 = ctx.receiver.stats()["hole_connections"]
     meter = CpuMeter(ctx).start()
-    rate = args.rate * len(jobs_all) / max(1, n)
+    rate = target * len(jobs_all) / max(1, n)
     inj = ctx.pool.inject(jobs_all, "event", new=True, rate=rate, timeout=120 + args.latency_seconds * 3)
     _, still = ctx.receiver.wait_for_count(prefix, "COMMAND_EXECUTED", n, timeout=90, stall=10)
     cpu = meter.stop()
@@ -112,7 +118,7 @@ def _latency_once(ctx, name, i, hole_share):
         ctx.note(f"{name}: the engine was still delivering when the 90 s wait ended")
     rows, dups = deliveries(ctx, prefix)
     lat = [r[0] - ts for r in rows if (ts := stamp_to_ts(r[4])) is not None]
-    res = {"returns": n, "offered_rate": inj["rate"], "target_rate": args.rate, "delivered": len(rows),
+    res = {"returns": n, "offered_rate": inj["rate"], "target_rate": target, "delivered": len(rows),
            "lost": n - len(rows), "duplicates": dups, "latency": ms_summary(lat),
            "cutoffs": ctx.master.log_count(CUTOFF_LINE) - cut0, "cpu": cpu}
     if hole_jobs:
