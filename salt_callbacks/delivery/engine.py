@@ -403,21 +403,21 @@ class CallbackEngine:
         redelivery = delivery.single_attempt
         outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng, key_fingerprint)
         self.metrics.attempt_done(record, delivery, started, result, outcome, redelivery)
-        target = redact_url(record.url)
         if outcome == Outcome.RETRY:
             log.warning("callbacks: %s for job %s on %s to %s failed (%s); attempt %d, next in %.1f s",
-                        delivery.state, record.jid, record.device_id, target, delivery.reason,
+                        delivery.state, record.jid, record.device_id, redact_url(record.url), delivery.reason,
                         delivery.attempts, delivery.next_attempt_at - started)
             # A retry is relied on only once its schedule is in the store.
             self.writer.mark(record, then=lambda: self._queue_retry(record, delivery))
             return
         if outcome == Outcome.DELIVERED:
-            log.info("callbacks: %s for job %s on %s delivered to %s (HTTP %s, attempt %d)",
-                     delivery.state, record.jid, record.device_id, target, result.status, delivery.attempts)
+            if log.isEnabledFor(logging.INFO):  # the hot path: no URL redaction for a line not written
+                log.info("callbacks: %s for job %s on %s delivered to %s (HTTP %s, attempt %d)", delivery.state,
+                         record.jid, record.device_id, redact_url(record.url), result.status, delivery.attempts)
             tag = events.outcome(record.jid, record.device_id, events.DELIVERED)
         else:
             log.error("callbacks: %s for job %s on %s to %s failed for good: %s",
-                      delivery.state, record.jid, record.device_id, target, delivery.reason)
+                      delivery.state, record.jid, record.device_id, redact_url(record.url), delivery.reason)
             tag = events.outcome(record.jid, record.device_id, events.FAILED)
         # No body and no secret: a Reactor needs to know what happened, not the payload.
         announcement = {"jid": record.jid, "device_id": record.device_id, "state": delivery.state,
