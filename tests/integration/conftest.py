@@ -1,12 +1,25 @@
 """Real salt-master + salt-minions (salt-factories) with the callbacks engine loaded
 through the package's ``salt.loader`` entry point: no *_dirs settings anywhere."""
 
+import pathlib
+import tempfile
 import uuid
 
 import pytest
 
 from tests.integration.helpers import start_master, wait_for_engine
 from tests.support.receivers import Receiver
+
+@pytest.fixture(scope="session")
+def salt_factories_default_root_dir():
+    """A root of this checkout's own: salt-factories writes its daemon launch
+    scripts (naming the venv to run) to ``<root>/scripts``, so checkouts
+    sharing /tmp would start each other's Salt."""
+    checkout = pathlib.Path(__file__).resolve().parents[2].name
+    root = pathlib.Path(tempfile.gettempdir()).resolve() / f"sf-{checkout}"[:40]
+    root.mkdir(exist_ok=True)
+    return root
+
 
 @pytest.fixture(scope="package")
 def receiver():
