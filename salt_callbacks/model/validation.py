@@ -29,6 +29,10 @@ TARGET_TYPES = (
     "ipcidr",
 )
 MAX_URL_LENGTH = 2048
+#: Longest minion id taken as a store key (a file name on localfs).
+MAX_MINION_ID = 255
+# Path characters and control characters: never in a store key.
+_PATH_CHARS = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
 
 
 def callback_timeout(value, default):
@@ -99,13 +103,50 @@ def device_id(value):
     return value.strip()
 
 
+def is_minion_id(value):
+    """True for a minion id usable as a store key: what Salt's ``valid_id``
+    accepts (no ``/``, ``\\``, NUL) and nothing a path could make more of:
+    no ``..``, no control characters, at most ``MAX_MINION_ID`` characters.
+    Cheap enough for every bus event."""
+    return (isinstance(value, str) and 0 < len(value) <= MAX_MINION_ID and value != "."
+            and _PATH_CHARS.search(value) is None)
+
+
 def minion_id(value):
-    """A single minion id as it appears in a job return, safe as a store bank name."""
-    if not isinstance(value, str) or not value or value in (".", "..") or any(
-        ch in value for ch in "/\\\x00"
-    ):
-        raise InputError("device_id", f"is not a usable minion id: {value!r}")
+    """A single minion id as it appears in a job return, safe as a store key
+    (a bank name on localfs, a key prefix elsewhere)."""
+    if not is_minion_id(value):
+        raise InputError("device_id", f"is not a valid minion id (no '/', '\\', '..' or control characters): "
+                                      f"{_shown(value)}")
     return value
+
+
+def is_jid(value):
+    """True for a jid of Salt's form: 20 digits (``%Y%m%d%H%M%S%f``), and
+    ``_<digits>`` after them when ``unique_jid`` is on. Cheap: no regex."""
+    if not isinstance(value, str) or len(value) < 20 or not value[:20].isdigit() or not value.isascii():
+        return False
+    return len(value) == 20 or (value[20] == "_" and len(value) > 21 and len(value) <= 40 and value[21:].isdigit())
+
+
+def jid(value):
+    """A job id of Salt's form (see ``is_jid``); a number is taken as its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not is_jid(value):
+        raise InputError("jid", f"must be a Salt job id (20 digits, optionally _ and digits), got {_shown(value)}")
+    return value
+
+
+def store_key(device_id, job_id):
+    """``(device_id, jid)`` as the store keys a record by, each checked."""
+    return minion_id(device_id), jid(job_id)
+
+
+def _shown(value):
+    # Bounded, and control characters escaped: the message is printed and logged.
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def target_type(value):

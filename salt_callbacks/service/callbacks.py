@@ -123,17 +123,14 @@ class CallbackService:
         return self._record(user, device_id, jid).public_view(self.config.retention)
 
     def _record(self, user, device_id, jid):
-        device_id = validation.device_id(device_id)
-        if not isinstance(jid, str) or not jid.strip():
-            jid = str(jid) if jid is not None else ""
+        # Both keys checked before anything else: a key is joined into a store
+        # path, so "../minion2/<jid>" must not read another device's record.
+        device_id = validation.minion_id(validation.device_id(device_id))
+        jid = validation.jid(jid.strip() if isinstance(jid, str) else jid)
         may_see = self._may_see(user)
         if may_see is not None and not may_see(device_id):
             raise NotFoundError(device_id, jid)
-        try:
-            validation.minion_id(device_id)
-        except InputError:
-            raise NotFoundError(device_id, jid) from None
-        record = self.store.get(device_id, jid.strip())
+        record = self.store.get(device_id, jid)
         if record is None or record.expires_at(self.config.retention) <= self.clock():
             raise NotFoundError(device_id, jid)
         return record

@@ -18,7 +18,7 @@ import logging
 
 from salt_callbacks.exceptions import StoreError
 from salt_callbacks.model.records import Record
-from salt_callbacks.model.validation import minion_id
+from salt_callbacks.model.validation import is_jid, jid as valid_jid, minion_id
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ RECORDS_BANK = f"{ROOT}/records"
 
 
 def _is_jid(key):
-    # Skip the temp files localfs leaves in a bank while writing.
-    return isinstance(key, str) and key[:20].isdigit()
+    # Skip the temp files localfs leaves in a bank while writing (and anything else).
+    return is_jid(key)
 
 
 class SaltCacheStore:
@@ -44,6 +44,8 @@ class SaltCacheStore:
 
     @staticmethod
     def _bank(device_id):
+        # Every key is checked here too, whoever calls: a key is joined into a
+        # path on localfs, so '../x' must never reach the backend.
         return f"{RECORDS_BANK}/{minion_id(device_id)}"
 
     # -- jobs -------------------------------------------------------------
@@ -55,6 +57,9 @@ class SaltCacheStore:
             self.save(record)
 
     def index_job(self, jid, devices, created):
+        jid = valid_jid(jid)
+        for device_id in devices:
+            minion_id(device_id)
         self._call(
             f"index job {jid}",
             self._backend.store,
@@ -65,6 +70,7 @@ class SaltCacheStore:
 
     def job(self, jid):
         """The index entry of ``jid`` (``{"created", "devices"}``), or None."""
+        jid = valid_jid(jid)
         entry = self._call(f"read job {jid}", self._backend.fetch, JOBS_BANK, jid)
         return entry or None
 
@@ -86,6 +92,7 @@ class SaltCacheStore:
         return expired
 
     def remove_job(self, jid, devices):
+        jid = valid_jid(jid)
         for device_id in devices:
             self.delete(device_id, jid)
         self._call(f"remove job {jid}", self._backend.flush, JOBS_BANK, jid)
@@ -93,7 +100,8 @@ class SaltCacheStore:
     # -- records ----------------------------------------------------------
 
     def get(self, device_id, jid):
-        data = self._call(f"read record {device_id}/{jid}", self._backend.fetch, self._bank(device_id), jid)
+        bank = self._bank(device_id)
+        data = self._call(f"read record {device_id}/{jid}", self._backend.fetch, bank, valid_jid(jid))
         if not data:
             return None
         try:
@@ -102,16 +110,18 @@ class SaltCacheStore:
             raise StoreError(f"callback record {device_id}/{jid} is unreadable: {exc}") from exc
 
     def save(self, record):
+        bank = self._bank(record.device_id)
         self._call(
             f"write record {record.device_id}/{record.jid}",
             self._backend.store,
-            self._bank(record.device_id),
-            record.jid,
+            bank,
+            valid_jid(record.jid),
             record.to_dict(),
         )
 
     def delete(self, device_id, jid):
-        self._call(f"delete record {device_id}/{jid}", self._backend.flush, self._bank(device_id), jid)
+        bank = self._bank(device_id)
+        self._call(f"delete record {device_id}/{jid}", self._backend.flush, bank, valid_jid(jid))
 
     def devices(self):
         return sorted(self._call("list devices", self._backend.list, RECORDS_BANK))

@@ -355,6 +355,37 @@ def test_records_of_devices_the_user_may_not_target_are_not_found(api, receiver,
         404, {"detail": "Not found."})
 
 
+def raw_get(api, raw_path, token):
+    """GET with the path sent exactly as written (requests would resolve its '..')."""
+    import http.client  # pylint: disable=import-outside-toplevel
+    import json  # pylint: disable=import-outside-toplevel
+
+    host, port = api.split("//", 1)[1].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("GET", raw_path, headers={"Authorization": f"APIToken {token}"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_jid_or_device_walking_out_of_its_record_is_a_404(api, receiver, hook):
+    path, url = hook
+    alice = login(api, "alice")
+    _, published = call(api, "POST", f"/dongle/devices/{OTHER}/execute/", alice,
+                        body={"command": "test.ping", "callback_url": url})
+    receiver.wait_for(path, 1, timeout=WAIT)
+    assert call(api, "GET", f"/dongle/devices/{OTHER}/callback/{published['jid']}/", alice)[0] == 200
+    for raw in (f"/dongle/devices/{MINION}/callback/..%2F{OTHER}%2F{published['jid']}/",
+                f"/dongle/devices/{MINION}/callback/../{OTHER}/{published['jid']}/",
+                f"/dongle/devices/{MINION}/callback/..%2F..%2F..%2Ftokens%2F{alice}/",
+                f"/dongle/devices/..%2F{OTHER}/callback/{published['jid']}/",
+                f"/dongle/devices/{MINION}/callback/{published['jid']}%2F..%2F..%2F{OTHER}/"):
+        status, body = raw_get(api, raw, alice)
+        assert (status, body) == (404, {"detail": "Not found."}), raw
+
+
 # -- the token outlives its expiry and the engine ---------------------------------------
 
 

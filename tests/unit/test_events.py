@@ -28,8 +28,27 @@ def test_the_tags_are_salts_and_ours_as_documented():
     assert events.ENGINE_STARTED == "salt/callbacks/engine/start"
 
 
-def test_a_minion_id_with_a_slash_stays_whole_in_a_return_tag():
-    assert events.parse(f"salt/job/{JID}/ret/site/dev1").device_id == "site/dev1"
+@pytest.mark.parametrize("tag", [
+    f"salt/job/{JID}/ret/site/dev1",  # Salt's valid_id refuses '/' in a minion id: never a real return
+    f"salt/job/{JID}/ret/..",
+    f"salt/job/{JID}/ret/a..b",
+    f"salt/job/{JID}/ret/dev\x00",
+    f"salt/job/{JID}/ret/dev\n1",
+    "salt/job/../minion2/20240101000000000001/ret/dev1",
+    f"salt/job/{JID[:19]}/ret/dev1",
+    f"salt/job/{JID}x/new",
+    f"salt/job/{JID}_/publish",
+    "salt/job/２０２４０１０１０００００００００００１/new",
+    f"salt/callbacks/{JID}/../redeliver",
+    f"salt/callbacks/{JID}/a\\b/redeliver",
+    "salt/callbacks/../tokens/redeliver",
+])
+def test_a_tag_with_a_bad_jid_or_device_is_ignored(tag):
+    assert events.parse(tag) is None
+
+
+def test_a_unique_jid_is_salts_form_too():
+    assert events.parse(f"salt/job/{JID}_4242/ret/dev1") == events.Tag(events.JOB_RETURN, f"{JID}_4242", "dev1")
 
 
 @pytest.mark.parametrize("tag", [None, 7, "", "salt", "salt/job/1", "salt/job/1/other", "salt/auth",

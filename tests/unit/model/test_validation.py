@@ -184,3 +184,27 @@ def test_returner_name_allows_none_and_module_names_only():
     with pytest.raises(InputError) as caught:
         validation.returner_name("../evil")
     assert caught.value.param == "returner"
+
+
+@pytest.mark.parametrize("bad", ["../minion2", "a..b", "..", "dev\n1", "dev\x7f", "x" * 256, "dev\\1", 7])
+def test_minion_id_refuses_path_and_control_characters_and_names_device_id(bad):
+    with pytest.raises(InputError) as caught:
+        validation.minion_id(bad)
+    assert caught.value.param == "device_id"
+    assert "\n" not in str(caught.value)  # the value is shown escaped
+
+
+@pytest.mark.parametrize("good", ["20261202143132608945", "20261202143132608945_4242", 20261202143132608945])
+def test_jid_accepts_salts_form_with_or_without_unique_jid_suffix(good):
+    assert validation.jid(good) == str(good)
+
+
+@pytest.mark.parametrize("bad", ["../minion2/20261202143132608945", "../../../tokens/" + "a" * 64,
+                                 "2026120214313260894", "202612021431326089451", "20261202143132608945_",
+                                 "20261202143132608945_x", "20261202143132608945/new", "２０２６１２０２１４３１３２６０８９４５",
+                                 "", None, True, 1.5, "req"])
+def test_jid_refuses_anything_else_and_names_jid(bad):
+    with pytest.raises(InputError) as caught:
+        validation.jid(bad)
+    assert caught.value.param == "jid"
+    assert "Salt job id" in str(caught.value)

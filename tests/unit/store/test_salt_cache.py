@@ -203,3 +203,34 @@ def test_a_device_id_that_could_escape_its_bank_is_refused(store, backend, devic
         store.device_jids(device_id)
 
     assert backend.calls == []  # refused before the backend was touched
+
+
+@pytest.mark.parametrize("job_id", ["../dev2/" + jid(1), "../../../tokens/" + "ab" * 32, jid(1) + "/x", "j1", "",
+                                    jid(1)[:19], jid(1) + "_", "２" * 20, None])
+def test_a_jid_not_of_salts_form_is_refused_before_the_backend_is_touched(store, backend, job_id):
+    for call in (lambda: store.get("dev1", job_id), lambda: store.delete("dev1", job_id),
+                 lambda: store.job(job_id), lambda: store.index_job(job_id, ["dev1"], T0),
+                 lambda: store.remove_job(job_id, ["dev1"])):
+        with pytest.raises(InputError) as caught:
+            call()
+        assert caught.value.param == "jid"
+    record = make_record(1, "dev1")
+    record.jid = job_id
+    with pytest.raises(InputError):
+        store.save(record)
+
+    assert backend.calls == []
+
+
+def test_a_unique_jid_is_a_valid_key(store):
+    record = make_record(1, "dev1")
+    record.jid = jid(1) + "_12345"
+    store.add_job(record.jid, [record], T0)
+    assert store.get("dev1", record.jid) == record
+    assert store.jids() == [record.jid]
+
+
+def test_the_listing_skips_keys_that_are_not_jids(store, backend):
+    store.add_job(jid(1), [make_record(1, "dev1")], T0)
+    backend.store(JOBS_BANK, jid(2) + ".tmp", {"created": T0, "devices": []})
+    assert store.jids() == [jid(1)]
