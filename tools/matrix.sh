@@ -17,7 +17,9 @@ status=0
 for version in "${versions[@]}"; do
   venv=".venv-salt${version}"
   log=".matrix/salt-${version}.log"
-  if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed-stamp" ]; then
+  # (Re)install when the venv is missing or older than what it installs from.
+  if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed-stamp" ] \
+     || [ requirements-test.txt -nt "$venv/.installed-stamp" ] || [ setup.cfg -nt "$venv/.installed-stamp" ]; then
     $PYTHON -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
     # The pinned test requirements, with this Salt release in place of the default.
