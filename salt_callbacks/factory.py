@@ -17,6 +17,7 @@ from salt_callbacks.delivery.guard import AddressGuard
 from salt_callbacks.delivery.transport import AiohttpTransport
 from salt_callbacks.exceptions import SealError
 from salt_callbacks.ha import claims as ha_claims
+from salt_callbacks.ha import loopguard
 from salt_callbacks.ha.coordinator import LocalCoordinator
 from salt_callbacks.ha.redis_coordinator import RedisCoordinator
 from salt_callbacks.keys import sealing
@@ -144,17 +145,29 @@ def engine_parts(opts, config, loop):
     carries its ``metrics`` (``EngineMetrics`` when ``metrics_port`` is set)."""
     master_bus = bus.MasterBus(opts, loop)
     sender = bus.EventSender(opts)
-    metrics, store = build_metrics(opts, config), build_store(opts, config)
+    metrics, store = build_metrics(opts, config), engine_store(opts, config)
     if metrics is not None:
         from salt_callbacks.metrics.registry import TimedStore  # pylint: disable=import-outside-toplevel
 
         store = TimedStore(store, metrics.store_write)
     engine = build_engine(config, store, notify=sender.fire,
-                          recover=jobcache.JobCache(opts).returns, opts=opts, claims=build_claims(opts, config))
+                          recover=jobcache.JobCache(opts).returns, opts=opts, claims=engine_claims(opts, config))
     if metrics is not None:
         engine.metrics = metrics
         metrics.watch(engine.live)
     return engine, master_bus, sender
+
+
+def engine_store(opts, config):
+    """The store as the engine uses it: on Redis, its calls from the event loop
+    bounded to a few ms (``ha/loopguard.py``); from threads, as they are."""
+    store = build_store(opts, config)
+    return loopguard.guarded(store, loopguard.store_error(getattr(store, "endpoint", "redis")))
+
+
+def engine_claims(opts, config):
+    claims = build_claims(opts, config)
+    return loopguard.guarded(claims, loopguard.claim_error(getattr(claims, "endpoint", "redis")))
 
 
 # -- metrics and health (callbacks: metrics_port) --------------------------------------

@@ -80,7 +80,8 @@ class CallbackEngine:
         self.dispatcher = Dispatcher(config, transport, keys_for, clock)
         self.writer = RecordWriter(store)
         store_outage = Outage("read the callback store")
-        self.lookups = JobLookups(store, self._on_job_read, store_outage, clock)
+        self.lookups = JobLookups(store, self._on_job_read, store_outage, clock,
+                                  prepare=lambda records, minions: self.coordinator.claim_ahead(records, minions))
         self.held_events = HeldEvents(store_outage, HELD_EVENTS_MEMORY, retryable=(StoreError, ClaimError))
         self.sweeper = RetentionSweeper(store, self.writer, config.retention, self._forget_expired)
         self.coordinator = coordinator or LocalCoordinator()
@@ -92,7 +93,8 @@ class CallbackEngine:
     # -- lifecycle --------------------------------------------------------
 
     async def startup(self):
-        self.coordinator.start(self.clock())  # heartbeat first, so the records loaded below can be claimed
+        # Heartbeat first, so the records loaded below can be claimed (in a thread: it may connect to Redis).
+        await asyncio.get_running_loop().run_in_executor(None, self.coordinator.start, self.clock())
         loaded = self._adopt(await self._read_open())
         log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
 

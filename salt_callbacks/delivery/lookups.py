@@ -40,11 +40,15 @@ PUBLISHED_MEMORY = 10000
 
 
 class JobLookups:
-    def __init__(self, store, on_read, outage, clock):
+    def __init__(self, store, on_read, outage, clock, prepare=None):
         """``on_read(jid, records, minions, returns)`` runs on the loop for each
         job read: ``minions`` as the ``new`` event named them (or None),
-        ``returns`` the ``[(device_id, data)]`` that waited for the read."""
+        ``returns`` the ``[(device_id, data)]`` that waited for the read.
+        On a network store (``store.blocking``) each job is read in a worker
+        thread, and ``prepare(records, minions)`` (the coordinator's claims,
+        made ahead in one round trip) runs there after it."""
         self._store = store
+        self._prepare = prepare
         self._on_read = on_read
         self.outage = outage
         self._clock = clock
@@ -96,7 +100,13 @@ class JobLookups:
         while self._waiting and not self.stopping:
             jid = next(iter(self._waiting))
             try:
-                records = self._store.records_of_job(jid)
+                if getattr(self._store, "blocking", False):
+                    minions = self._waiting[jid]["minions"]
+                    records = await asyncio.get_running_loop().run_in_executor(None, self._read_job, jid, minions)
+                    if jid not in self._waiting:
+                        continue  # read twice meanwhile
+                else:
+                    records = self._store.records_of_job(jid)
             except InputError as exc:
                 # A key the store refuses (events.parse lets none through): not an outage.
                 log.error("callbacks: ignoring job %r: %s", jid, exc)
@@ -113,6 +123,14 @@ class JobLookups:
             if time.monotonic() >= self._slice_ends:
                 await asyncio.sleep(0)  # let events through
                 self._slice_ends = time.monotonic() + READ_SLICE
+
+
+    def _read_job(self, jid, minions):
+        # In a worker thread: the job's records, then claims made ahead for them.
+        records = self._store.records_of_job(jid)
+        if self._prepare is not None and records:
+            self._prepare(records, minions)
+        return records
 
 
 class KnownJobs:

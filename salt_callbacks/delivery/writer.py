@@ -12,6 +12,12 @@ store I/O beside a busy event loop gets the GIL back only every switch
 interval (5 ms) after each syscall, and managed 48 reads/s where it does
 15,000/s alone. So one slice delays an event by at most ``SLICE``.
 
+On a network store (``store.blocking``: Redis) the batch goes instead in one
+call, ``store.save_many(batch)`` (one pipeline, one round trip), run in the
+writer's own thread: the loop never waits on the network, and a Redis that
+stops answering holds up only that thread (each call is bounded by the
+client's socket timeout).
+
 Ordering: one flush at a time, records written in the order they became
 dirty. ``call(func)`` runs a slow store function (a sweep) in a thread, off
 the loop; it touches only records the engine no longer holds.
@@ -122,6 +128,8 @@ class RecordWriter:
             return len(batch) - len(failed)
 
     async def _write(self, batch):
+        if getattr(self._store, "blocking", False):
+            return await self._write_off_loop(batch)
         failed, first_error = [], None
         slice_ends = time.monotonic() + SLICE
         for record in batch:
@@ -137,6 +145,24 @@ class RecordWriter:
                 failed.append(record)
                 first_error = first_error or str(exc)
         return failed, first_error
+
+    async def _write_off_loop(self, batch):
+        batch = [r for r in batch if r.key not in self._forgotten]
+        if not batch:
+            return [], None
+        try:
+            await self.call(self._store.save_many, batch)
+        except CallbackError as exc:
+            return batch, str(exc)
+        # Swept while the write was under way: remove again what the write brought back.
+        again = [r for r in batch if r.key in self._forgotten]
+        for record in again:
+            try:
+                await self.call(self._store.delete, record.device_id, record.jid)
+            except CallbackError:
+                log.warning("callbacks: record %s/%s expired while it was written and could not be removed "
+                            "again; the next sweep removes it", record.device_id, record.jid)
+        return [], None
 
     async def drain(self, passes=DRAIN_PASSES):
         """Flush until nothing is dirty (or ``passes`` flushes failed to get there)."""

@@ -197,6 +197,7 @@ class RedisClaims:
 
     shared = True
     blocking = True  # network I/O: the engine calls these off its event loop
+    local_methods = frozenset({"confident", "member"})  # no I/O: called on the loop directly
 
     def __init__(self, client, owner, ttl, retention, endpoint="redis", prefix="salt-callbacks:"):
         self.client = client

@@ -14,6 +14,9 @@ What the engine calls (``Coordinator``)::
     attach(host)            once, before anything else
     start(now)              at startup, before records are loaded
     claim(record)           may this engine act on a record it is about to track?
+    claim_ahead(records, minions)
+                            in a worker thread, after a job's records were read: claim
+                            them in one round trip, so ``claim`` needs no call on the loop
     claimed_record(jid, device_id, kind, data=None, keep_finished=False)
                             the stored record when this engine holds it (claiming it
                             if free); None when handed to the master that holds it
@@ -68,6 +71,8 @@ class Coordinator(Protocol):
 
     def claim(self, record): ...
 
+    def claim_ahead(self, records, minions): ...
+
     def claimed_record(self, jid, device_id, kind, data=None, keep_finished=False): ...
 
     def release(self, record): ...
@@ -99,6 +104,9 @@ class LocalCoordinator:
 
     def claim(self, record):
         return True
+
+    def claim_ahead(self, records, minions):
+        return None
 
     def claimed_record(self, jid, device_id, kind, data=None, keep_finished=False):
         return self._host.store.get(device_id, jid)

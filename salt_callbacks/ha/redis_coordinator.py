@@ -31,6 +31,7 @@ same rules). What happens, per situation:
 
 import asyncio
 import logging
+import time
 
 from salt_callbacks.delivery.lookups import read_keys
 from salt_callbacks.delivery.outage import Outage
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds between coordination cycles (heartbeat, inbox, releases).
 COORD_INTERVAL = 0.2
+#: Claims made ahead (``claim_ahead``) kept for ``claim`` at most.
+AHEAD_MEMORY = 100000
+#: Seconds a claim made ahead is trusted (it is asked for right after the read).
+AHEAD_FRESH = 1.0
 #: Times a return is offered to claim / hand over before giving up (the claim changes hands meanwhile).
 HANDOVER_TRIES = 3
 
@@ -62,6 +67,7 @@ class RedisCoordinator:
         self._parked = set()  # (key, state): attempts held while our claims are unconfirmed
         self.outage = Outage("reach the claims backend")
         self._stopping = False
+        self._ahead = {}  # key -> claimed? made ahead by claim_ahead (in a worker thread)
 
     # -- what the engine calls --------------------------------------------------
 
@@ -75,11 +81,31 @@ class RedisCoordinator:
                  self.claims.owner, self.claims.ttl, self._takeover_interval)
 
     def claim(self, record):
+        ahead = self._ahead.pop(record.key, None)
+        if ahead is not None and time.monotonic() - ahead[1] < AHEAD_FRESH:
+            return ahead[0]
         try:
             return self.claims.claim(record.key, record.created)
         except ClaimError as exc:
             self._down(self._host.clock(), exc)
             return False  # the takeover scan finds it once the backend answers
+
+    def claim_ahead(self, records, minions):
+        """In a worker thread, after a job's records were read: claim the ones the
+        engine will track, in one round trip, so ``claim`` makes no call on the loop.
+        A failure is left to ``claim`` (which then tries, bounded, on the loop)."""
+        items = [(r.key, r.created) for r in records
+                 if not r.finished and (minions is None or r.device_id in minions)]
+        if not items or not self.settled(self._host.clock()):
+            return
+        try:
+            held = self.claims.claim_many(items)
+        except ClaimError:
+            return
+        if len(self._ahead) > AHEAD_MEMORY:
+            self._ahead.clear()  # entries never asked for (records tracked another way): forget them
+        made = time.monotonic()
+        self._ahead.update({key: (key in held, made) for key, _ in items})
 
     def claimed_record(self, jid, device_id, kind, data=None, keep_finished=False):
         host = self._host
