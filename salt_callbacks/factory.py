@@ -59,7 +59,10 @@ def build_redis_store(opts, config):
     """The callback store on Redis (``store/redis_store.py``): the keys Salt's
     redis cache driver writes, through this extension's own client."""
     settings = redis.redis_settings(opts, config)
-    return RedisStore(redis.redis_client(settings), endpoint=settings.endpoint, layout=redis.layout(opts))
+    # Behind Sentinel there are replicas: new records and outcomes wait for one (store/redis_store.py).
+    return RedisStore(redis.redis_client(settings), endpoint=settings.endpoint, layout=redis.layout(opts),
+                      wait_replicas=1 if settings.sentinels else 0,
+                      wait_ms=int(min(500, settings.socket_timeout * 500)))
 
 
 def build_claims(opts, config):

@@ -12,6 +12,7 @@ import logging
 import signal
 
 from salt_callbacks import events, factory
+from salt_callbacks.looplag import LoopLagProbe
 from salt_callbacks.metrics.health import Health
 from salt_callbacks.metrics.runtime import keep_health
 
@@ -79,6 +80,7 @@ async def _engine_main(opts, config):
         asyncio.get_running_loop().create_task(keep_health(health, engine.store, should_exit))
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
+    asyncio.get_running_loop().create_task(LoopLagProbe().run(should_exit))  # logs the loop's longest stalls
     bus.listen(engine.on_event, BusGapHandler(engine, should_exit, health=health))
     health.bus_subscribed = True
     await start_with_backoff(engine, should_exit)

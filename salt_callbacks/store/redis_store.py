@@ -19,7 +19,19 @@ and never imports redis or Salt itself.
 
 Network I/O: ``blocking = True`` tells the engine to call it off its event
 loop (see ``ha/loopguard.py``).
+
+Replicas (``wait_replicas``, set when Redis is reached through Sentinel): a
+new job's records and every flush that finishes a record are followed by
+``WAIT <replicas> <wait_ms>`` in the same round trip, so an outcome the
+engine announces (and whose claim it then releases) is on a replica before
+it is relied on, and a failover cannot lose it. Intermediate writes (an
+attempt count, a retry's schedule) are not waited for: losing one in a
+failover costs at most a payload sent again with the same ``webhook-id``.
+A replica that does not confirm in time is logged, not an error: Redis
+with its replica down keeps serving, and so does the store.
 """
+
+import logging
 
 import time
 
@@ -29,6 +41,8 @@ from salt_callbacks.exceptions import StoreError
 from salt_callbacks.model.records import Record
 from salt_callbacks.model.validation import minion_id
 from salt_callbacks.store.salt_cache import JOBS_BANK, RECORDS_BANK, _is_jid
+
+log = logging.getLogger(__name__)
 
 #: Records per pipeline when a batch is very large (each pipeline is one round trip).
 PIPELINE_CHUNK = 2000
@@ -75,7 +89,7 @@ def unpack(raw):
 class RedisStore:
     blocking = True  # network I/O: the engine calls it off its event loop
 
-    def __init__(self, client, endpoint="redis", layout=None, clock=time.time):
+    def __init__(self, client, endpoint="redis", layout=None, clock=time.time, wait_replicas=0, wait_ms=500):
         layout = layout or {"banks_prefix": "$BANKS_", "keys_prefix": "$KEYS_", "timestamp_prefix": "$TSTAMP_"}
         self._client = client
         self.endpoint = endpoint
@@ -84,6 +98,10 @@ class RedisStore:
         self._stamps = layout["timestamp_prefix"]
         self._clock = clock
         self._remove = None
+        self.wait_replicas = wait_replicas
+        self.wait_ms = wait_ms
+        self.unconfirmed = 0  # waited writes no replica confirmed in time (for the log and the tests)
+        self._unconfirmed_now = False
 
     # -- keys, as the driver names them --------------------------------------
 
@@ -112,6 +130,22 @@ class RedisStore:
         pipe.hset(bank_key, key, pack(data))
         pipe.hset(self._stamp_key(bank), key, pack(stamp))
 
+    def _wait(self, pipe):
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+
+    def _confirmed(self, acked, what):
+        if acked >= self.wait_replicas:
+            if self._unconfirmed_now:
+                log.info("callbacks: writes to %s are confirmed by its replica(s) again", self.endpoint)
+                self._unconfirmed_now = False
+            return
+        if not self._unconfirmed_now:
+            self._unconfirmed_now = True
+            log.warning("callbacks: %s is not confirmed by %d replica(s) of %s within %d ms; a failover now "
+                        "could lose it (this is logged once per episode)", what, self.wait_replicas,
+                        self.endpoint, self.wait_ms)
+        self.unconfirmed += 1
+
     def _decode(self, where, raw):
         try:
             return Record.from_dict(unpack(raw))
@@ -132,6 +166,9 @@ class RedisStore:
             for record in records:
                 self._put(pipe, self._record_bank(record.device_id), record.jid, record.to_dict(), stamp)
             pipe.execute()
+            if self.wait_replicas:
+                self._confirmed(self._client.execute_command("WAIT", self.wait_replicas, self.wait_ms),
+                                f"job {jid}")
 
         self._call(f"write job {jid}", run)
 
@@ -198,10 +235,16 @@ class RedisStore:
         def run():
             stamp = int(self._clock())
             for start in range(0, len(records), PIPELINE_CHUNK):
+                chunk = records[start:start + PIPELINE_CHUNK]
                 pipe = self._client.pipeline(transaction=False)
-                for record in records[start:start + PIPELINE_CHUNK]:
+                for record in chunk:
                     self._put(pipe, self._record_bank(record.device_id), record.jid, record.to_dict(), stamp)
-                pipe.execute()
+                waiting = self.wait_replicas and any(r.finished for r in chunk)
+                if waiting:
+                    self._wait(pipe)
+                results = pipe.execute()
+                if waiting:
+                    self._confirmed(results[-1], f"a write of {len(chunk)} record(s)")
 
         first = records[0]
         what = f"write record {first.device_id}/{first.jid}" if len(records) == 1 else f"write {len(records)} records"

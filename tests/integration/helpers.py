@@ -5,6 +5,7 @@ import hmac
 
 import psutil
 import salt.utils.event
+from saltfactories.daemons.minion import SaltMinion
 
 from tests.support import harness
 
@@ -81,3 +82,26 @@ def fire_master_event(master, tag, data):
     """Put an event on the master's real event bus, as the master itself would."""
     with salt.utils.event.get_master_event(master.config, master.config["sock_dir"], listen=False) as bus:
         assert bus.fire_event(dict(data), tag)
+
+
+class MultiMasterMinion(SaltMinion):
+    """salt-factories waits only for the master that made a minion: wait for every one."""
+
+    def get_check_events(self):
+        for master_id in self.config["pytest-minion"]["master-ids"]:
+            yield master_id, f"salt/minion/{self.id}/start"
+
+
+def both_masters_minion(masters, minion_id):
+    """A minion of two masters (hot/hot, both on 127.0.0.1: both see every return)."""
+    first, second = masters
+    return first.salt_minion_daemon(
+        minion_id,
+        factory_class=MultiMasterMinion,
+        overrides={
+            "master": [f"127.0.0.1:{first.config['ret_port']}", f"127.0.0.1:{second.config['ret_port']}"],
+            "master_type": "str",
+            "master_alive_interval": 0,
+            "pytest-minion": {"master-ids": [first.id, second.id]},
+        },
+    )

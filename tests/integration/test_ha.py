@@ -20,11 +20,11 @@ import uuid
 
 import psutil
 import pytest
-from saltfactories.daemons.minion import SaltMinion
 
 from tests.integration.helpers import start_master, wait_for_engine
 from tests.integration.helpers import run_ok
 from tests.integration.helpers import engine_process
+from tests.integration.helpers import both_masters_minion
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -35,14 +35,6 @@ RETRY_DELAY = 3
 #: Seconds to keep listening after the last expected webhook, so that a duplicate would show.
 SETTLE = 4
 REPORT = collections.OrderedDict()  # test name -> per-delivery-id counts, printed at the end
-
-
-class MultiMasterMinion(SaltMinion):
-    """salt-factories waits only for the master that made a minion: wait for every one."""
-
-    def get_check_events(self):
-        for master_id in self.config["pytest-minion"]["master-ids"]:
-            yield master_id, f"salt/minion/{self.id}/start"
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +73,6 @@ def masters(salt_factories, event_listener, redis_server):
         with second.started():
             wait_for_engine(second)
             yield first, second
-
-
-def both_masters_minion(masters, minion_id):
-    first, second = masters
-    return first.salt_minion_daemon(
-        minion_id,
-        factory_class=MultiMasterMinion,
-        overrides={
-            "master": [f"127.0.0.1:{first.config['ret_port']}", f"127.0.0.1:{second.config['ret_port']}"],
-            "master_type": "str",
-            "master_alive_interval": 0,
-            "pytest-minion": {"master-ids": [first.id, second.id]},
-        },
-    )
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,9 @@ current release writes records through), and the client is the one
 ``adapters.redis.redis_client`` builds for the engine.
 """
 
+import logging
 import subprocess
+import time
 
 import pytest
 import redis
@@ -167,3 +169,29 @@ def test_tls_verifies_the_server_against_the_ca_bundle_and_refuses_without_it(op
         untrusted = new_store(opts, {"host": "127.0.0.1", "port": tls_port, "ssl": True, "socket_timeout": 1})
         with pytest.raises(StoreError, match="certificate verify failed"):
             untrusted.job(record.jid)
+
+
+def test_with_replicas_a_finishing_write_waits_for_one_in_the_same_round_trip(server, tmp_path_factory, caplog):
+    replica_dir = tmp_path_factory.mktemp("redis-replica")
+    replica = RedisServer(replica_dir)
+    replica.extra_args = ["--replicaof", "127.0.0.1", str(server.port)]
+    finished = make_record(20, phase="executed")  # executed, no payload pending: finished
+    assert finished.finished
+    pool = redis.ConnectionPool(host="127.0.0.1", port=server.port, connection_class=CountingConnection)
+    store = RedisStore(redis.Redis(connection_pool=pool), wait_replicas=1, wait_ms=300)
+
+    with replica:
+        for _ in range(100):  # bounded: until the replica is in sync
+            if replica.client().info("replication").get("master_link_status") == "up":
+                break
+            time.sleep(0.1)
+        store.job("warm-up")  # the connection's own handshake is not the flush's
+        CountingConnection.sends = 0
+        store.save_many([finished, make_record(21)])
+        assert CountingConnection.sends == 1 and store.unconfirmed == 0
+        assert replica.client().hexists(f"$KEYS_callbacks/records/{finished.device_id}/", finished.jid)
+
+    with caplog.at_level(logging.WARNING):
+        store.save_many([finished])  # the replica is gone: logged, not an error
+    assert store.unconfirmed == 1
+    assert any("not confirmed by 1 replica" in r.getMessage() for r in caplog.records)
