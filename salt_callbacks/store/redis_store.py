@@ -39,7 +39,7 @@ import msgpack
 
 from salt_callbacks.exceptions import StoreError
 from salt_callbacks.model.records import Record
-from salt_callbacks.model.validation import minion_id
+from salt_callbacks.model.validation import jid as valid_jid, minion_id
 from salt_callbacks.store.salt_cache import JOBS_BANK, RECORDS_BANK, _is_jid
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class RedisStore:
 
     def add_job(self, jid, records, created):
         """The job's index and its records, in one transaction (one round trip)."""
-        records = list(records)
+        records, jid = list(records), valid_jid(jid)
 
         def run():
             pipe = self._client.pipeline(transaction=True)
@@ -173,6 +173,8 @@ class RedisStore:
         self._call(f"write job {jid}", run)
 
     def index_job(self, jid, devices, created):
+        jid = valid_jid(jid)
+
         def run():
             pipe = self._client.pipeline(transaction=True)
             self._put(pipe, JOBS_BANK, jid, {"created": created, "devices": sorted(devices)}, int(self._clock()))
@@ -181,6 +183,7 @@ class RedisStore:
         self._call(f"index job {jid}", run)
 
     def job(self, jid):
+        jid = valid_jid(jid)
         raw = self._call(f"read job {jid}", self._client.hget, self._bank_key(JOBS_BANK), jid)
         return unpack(raw) or None if raw is not None else None
 
@@ -206,6 +209,7 @@ class RedisStore:
 
     def remove_job(self, jid, devices):
         """The job's records, then its index entry (so nothing is left that nothing points to)."""
+        jid = valid_jid(jid)
         self._remove_fields(jid, [self._record_bank(d) for d in devices] + [JOBS_BANK], f"remove job {jid}")
 
     def _remove_fields(self, field, banks, what):
@@ -219,6 +223,7 @@ class RedisStore:
     # -- records ----------------------------------------------------------
 
     def get(self, device_id, jid):
+        jid = valid_jid(jid)
         raw = self._call(f"read record {device_id}/{jid}", self._client.hget,
                          self._bank_key(self._record_bank(device_id)), jid)
         return None if raw is None else self._decode(f"{device_id}/{jid}", raw)
@@ -231,6 +236,8 @@ class RedisStore:
         records = list(records)
         if not records:
             return
+        for record in records:
+            valid_jid(record.jid)
 
         def run():
             stamp = int(self._clock())
@@ -251,6 +258,7 @@ class RedisStore:
         self._call(what, run)
 
     def delete(self, device_id, jid):
+        jid = valid_jid(jid)
         self._remove_fields(jid, [self._record_bank(device_id)], f"delete record {device_id}/{jid}")
 
     def devices(self):
