@@ -9,6 +9,8 @@ import re
 import shlex
 import urllib.parse
 
+import yaml
+
 from salt_callbacks.config import MAX_TIMEOUT, MIN_TIMEOUT
 from salt_callbacks.exceptions import BlockedAddressError, InputError
 
@@ -191,6 +193,8 @@ def split_raw_command(line):
     """
     if not isinstance(line, str) or not line.strip():
         raise InputError("command", f"must be a non-empty command line such as \"cmd.run 'ls -l'\", got {line!r}")
+    if len(line.encode("utf-8", "surrogatepass")) > MAX_RAW_COMMAND:
+        raise InputError("command", f"must be at most {MAX_RAW_COMMAND} bytes long")
     try:
         tokens = shlex.split(line)
     except ValueError as exc:
@@ -198,3 +202,40 @@ def split_raw_command(line):
     if not tokens:
         raise InputError("command", f"is empty after parsing: {line!r}")
     return function_name(tokens[0]), tokens[1:]
+
+
+#: Deepest nesting of lists and mappings a raw command's value may have.
+MAX_YAML_DEPTH = 32
+#: Longest raw command line taken (bytes of UTF-8).
+MAX_RAW_COMMAND = 64 * 1024
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_OPENERS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_YAML_CLOSERS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def raw_value(text):
+    """Refuse a raw command's value (an argument, or the value of ``k=v``)
+    that Salt's YAML typing would expand: anchors and aliases are refused
+    outright (``[&a [x,x], *a, *a]`` is how a 414-byte line grows to 10^9
+    elements), and nesting deeper than ``MAX_YAML_DEPTH``. Reads YAML events
+    only, stopping at the first offender: nothing is ever built. Text that is
+    not YAML at all is left to Salt (which keeps it as a string)."""
+    if not isinstance(text, str) or any(ch in text for ch in "\t\r\n"):
+        return text  # Salt's typing leaves such a value as it is (salt.utils.args.yamlify_arg)
+    if not any(ch in text for ch in "&*[{-:"):
+        return text  # cannot hold an anchor, an alias or any nesting
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_YAML_LOADER):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise InputError("command", f"YAML anchors and aliases (& and *) are not allowed in a raw "
+                                            f"command line; quote the value if it is text: {_shown(text)}")
+            if isinstance(event, _YAML_OPENERS):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise InputError("command", f"a value nests more than {MAX_YAML_DEPTH} levels deep: {_shown(text)}")
+            elif isinstance(event, _YAML_CLOSERS):
+                depth -= 1
+    except yaml.YAMLError:
+        pass  # not YAML: Salt's typing keeps it as the string it is
+    return text

@@ -386,6 +386,19 @@ def test_a_jid_or_device_walking_out_of_its_record_is_a_404(api, receiver, hook)
         assert (status, body) == (404, {"detail": "Not found."}), raw
 
 
+def test_a_yaml_alias_bomb_in_execute_raw_is_a_400_naming_command_and_nothing_is_published(
+        api, api_run, api_master, event_listener):
+    from tests.unit.model.test_raw_value import BOMB  # pylint: disable=import-outside-toplevel
+
+    before, since = record_count(api_run), time.time()
+    status, body = call(api, "POST", f"/dongle/devices/{MINION}/execute_raw/", login(api, "alice"),
+                        body={"command": f"test.arg '{BOMB}'", "callback_url": "http://127.0.0.1:9/x"})
+    assert status == 400 and list(body) == ["command"]
+    assert "anchors and aliases" in body["command"][0]
+    assert record_count(api_run) == before
+    assert not event_listener.get_events([(api_master.id, "salt/job/*/new")], after_time=since)
+
+
 # -- the token outlives its expiry and the engine ---------------------------------------
 
 

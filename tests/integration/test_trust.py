@@ -1,11 +1,14 @@
 """Nothing a caller or a minion hands over reaches past what it names (issue 14):
-store keys checked at the runner (14.3), on the shared master and minions."""
+store keys checked at the runner (14.3), raw command lines without YAML
+aliases (14.4), on the shared master and minions."""
 
 import re
 import secrets
 
 import pytest
 import salt.cache
+
+from tests.unit.model.test_raw_value import BOMB
 
 from tests.integration.helpers import get_record, run_ok
 
@@ -53,3 +56,15 @@ def test_a_device_with_path_characters_is_refused_naming_device_id(salt_run, min
 def test_a_unique_jid_form_is_accepted_as_a_key(salt_run, minion):
     error = refused(salt_run, "callbacks.get", minion.id, "20260101000000000000_4242")
     assert "no callback record" in error
+
+
+def test_the_yaml_alias_bomb_in_execute_raw_exits_2_naming_command_and_nothing_is_published(
+        salt_run, master, minion, event_listener):
+    import time  # pylint: disable=import-outside-toplevel
+
+    since = time.time()
+    before = len(run_ok(salt_run, "callbacks.list", "limit=100000"))
+    error = refused(salt_run, "callbacks.execute_raw", minion.id, f"test.arg '{BOMB}'", "callback_url=http://127.0.0.1:9/x")
+    assert error.startswith("command: ") and "anchors and aliases" in error
+    assert len(run_ok(salt_run, "callbacks.list", "limit=100000")) == before
+    assert not event_listener.get_events([(master.id, "salt/job/*/new")], after_time=since)
