@@ -29,7 +29,15 @@ KEYS = {
     "retry_jitter": (0.2, "each retry delay is scaled by a random factor in [1-j, 1+j]"),
     "attempt_timeout": (10, "wall-clock seconds one attempt may take, end to end"),
     "retention": (172800, "seconds a callback record is kept after creation"),
-    "cache": (None, "salt.cache driver for the callback store (default: the master's 'cache')"),
+    "store": (
+        "auto",
+        "where callback records live: auto (redis when the store's cache driver is redis, else embedded), "
+        "embedded (a SQLite file), redis, salt_cache",
+    ),
+    "store_path": (None, "the embedded store's database file (default: <cachedir>/callbacks/callbacks.db)"),
+    "cache": (None, "salt.cache driver of the redis and salt_cache stores (default: the master's 'cache')"),
+    "max_pending": (100000, "unfinished callback records, all users together, past which new requests are refused"),
+    "max_pending_per_user": (None, "unfinished callback records per user past which that user is refused (default: no limit)"),
     "allow_networks": ([], "CIDRs the outbound address guard lets through"),
     "max_concurrency": (200, "deliveries in flight at once, all receivers together"),
     "per_host_limit": (20, "deliveries in flight at once to one receiver host"),
@@ -50,6 +58,7 @@ KEYS = {
 }
 
 COORDINATION_MODES = ("auto", "local", "redis")
+STORE_KINDS = ("auto", "embedded", "redis", "salt_cache")
 
 MIN_TIMEOUT = 1
 MAX_TIMEOUT = 600
@@ -64,7 +73,11 @@ class CallbacksConfig:
     retry_jitter: float = KEYS["retry_jitter"][0]
     attempt_timeout: float = KEYS["attempt_timeout"][0]
     retention: float = KEYS["retention"][0]
+    store: str = KEYS["store"][0]
+    store_path: str | None = None
     cache: str | None = None
+    max_pending: int | None = KEYS["max_pending"][0]
+    max_pending_per_user: int | None = None
     allow_networks: tuple = ()
     max_concurrency: int = KEYS["max_concurrency"][0]
     per_host_limit: int = KEYS["per_host_limit"][0]
@@ -113,7 +126,12 @@ class CallbacksConfig:
             "attempt_timeout", get("attempt_timeout"), problems, 0.001, 3600
         )
         values["retention"] = _number("retention", get("retention"), problems, 1, None)
+        values["store"] = _choice("store", get("store"), problems, STORE_KINDS)
+        values["store_path"] = _optional_str("store_path", get("store_path"), problems)
         values["cache"] = _optional_str("cache", get("cache"), problems)
+        values["max_pending"] = _optional_int("max_pending", get("max_pending"), problems, 1, 10**9)
+        values["max_pending_per_user"] = _optional_int(
+            "max_pending_per_user", get("max_pending_per_user"), problems, 1, 10**9)
         values["allow_networks"] = _networks(get("allow_networks"), problems)
         values["max_concurrency"] = _int(
             "max_concurrency", get("max_concurrency"), problems, 1, 100000
@@ -159,6 +177,16 @@ def _bounds_text(low, high):
 def _int(key, value, problems, low, high):
     if not (isinstance(value, int) and not isinstance(value, bool)) or not low <= value <= high:
         problems.append(f"callbacks:{key} must be an integer {_bounds_text(low, high)}, got {value!r}")
+        return KEYS[key][0]
+    return value
+
+
+def _optional_int(key, value, problems, low, high):
+    if value is None:
+        return None
+    if not (isinstance(value, int) and not isinstance(value, bool)) or not low <= value <= high:
+        problems.append(f"callbacks:{key} must be an integer {_bounds_text(low, high)}, or null for no limit, "
+                        f"got {value!r}")
         return KEYS[key][0]
     return value
 

@@ -7,6 +7,7 @@ the parts do lives in the core packages. Nothing else reaches into
 """
 
 import logging
+import os
 import time
 
 from salt_callbacks.adapters import acl, bus, cache, cli, eauth, jobcache, publish, redis, sdb
@@ -23,7 +24,7 @@ from salt_callbacks.ha.redis_coordinator import RedisCoordinator
 from salt_callbacks.keys import sealing
 from salt_callbacks.keys.resolver import SecretResolver
 from salt_callbacks.service import CallbackService, register_from_metadata
-from salt_callbacks.store import SaltCacheStore
+from salt_callbacks.store import EmbeddedStore, SaltCacheStore, upgrade
 from salt_callbacks.store.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -41,18 +42,74 @@ def load_config(opts, who=None):
 
 
 def store_driver(opts, config):
+    """The ``salt.cache`` driver of the redis and salt_cache stores."""
     return config.cache or opts.get("cache", "localfs")
 
 
+def _on_redis(opts, config):
+    # auto picks redis when the store's cache driver is redis, as the HA docs set it up.
+    if config.store == "auto":
+        return store_driver(opts, config) == "redis"
+    return config.store == "redis" or (config.store == "salt_cache" and store_driver(opts, config) == "redis")
+
+
+def _coordinated(opts, config):
+    return config.coordination == "redis" or (config.coordination == "auto" and _on_redis(opts, config))
+
+
+def store_kind(opts, config):
+    """``embedded``, ``redis`` or ``salt_cache``: what ``callbacks:store`` means on
+    this master. On a Salt master cluster (``cluster_id``, 3007+) every peer runs
+    the engine over one shared ``cachedir``: SQLite there would sit on a network
+    filesystem, and a store per peer would deliver every webhook twice, so a
+    store other masters cannot share is refused with what to set instead."""
+    kind = config.store
+    if kind == "auto":
+        kind = "redis" if _on_redis(opts, config) else "embedded"
+    cluster = opts.get("cluster_id")
+    if cluster and (kind == "embedded" or not _coordinated(opts, config)):
+        why = ("the embedded store would be one SQLite file on the cluster's shared cachedir (a network "
+               "filesystem, where SQLite's locking is unsafe) or one per peer, and every peer's engine would "
+               "deliver each webhook" if kind == "embedded" else
+               f"with callbacks:store {kind} on the {store_driver(opts, config)} cache driver and no redis "
+               "coordination, every peer's engine would deliver each webhook")
+        raise ConfigError([
+            f"callbacks:store: this master is a peer of Salt master cluster {cluster!r} (cluster_id): {why}. "
+            "Put the callback store in Redis on every peer: set cache: redis with cache.redis.host/port (or "
+            "callbacks:cache: redis) and leave callbacks:store at auto, or set it to redis (see docs/ha.md)"])
+    return kind
+
+
+def store_path(opts, config):
+    """The embedded store's file: ``callbacks:store_path`` (relative to
+    ``cachedir`` unless absolute), default ``<cachedir>/callbacks/callbacks.db``."""
+    cachedir = opts.get("cachedir") or "/var/cache/salt/master"
+    return os.path.join(cachedir, config.store_path or os.path.join("callbacks", "callbacks.db"))
+
+
 def build_store(opts, config):
-    """The callback store. Runner, engine and the ``callbacks`` returner module
-    all build it here (not through Salt's returner loader, which cost ~20 ms
-    per runner call). On the redis driver: ``RedisStore``, with the client of
-    ``callbacks: redis:`` (timeouts, Sentinel, TLS), in the driver's layout;
-    else the configured ``salt.cache`` driver."""
-    if store_driver(opts, config) == "redis":
+    """The callback store ``callbacks:store`` selects. Runner, engine and the
+    ``callbacks`` returner module all build it here (not through Salt's
+    returner loader, which cost ~20 ms per runner call). ``redis``:
+    ``RedisStore``, with the client of ``callbacks: redis:`` (timeouts,
+    Sentinel, TLS), in Salt's redis driver layout; ``salt_cache``: the
+    configured ``salt.cache`` driver."""
+    kind = store_kind(opts, config)
+    if kind == "embedded":
+        return EmbeddedStore(store_path(opts, config), owner=opts.get("user"))
+    if kind == "redis":
         return build_redis_store(opts, config)
-    return SaltCacheStore(cache.cache_backend(opts, config.cache))
+    return SaltCacheStore(cache.cache_backend(opts, store_driver(opts, config)))
+
+
+def engine_store(opts, config):
+    """The store as the engine opens it: on first start with the embedded store,
+    the records of the salt_cache store on localfs (the layout of earlier
+    releases) are imported once."""
+    store = build_store(opts, config)
+    if isinstance(store, EmbeddedStore):
+        upgrade.import_once(store, "localfs", lambda: SaltCacheStore(cache.cache_backend(opts, "localfs")), time.time)
+    return store
 
 
 def build_redis_store(opts, config):
@@ -68,11 +125,8 @@ def build_redis_store(opts, config):
 def build_claims(opts, config):
     """How this master's engine agrees with the others who delivers what
     (``ha.claims``): Redis claims when ``coordination`` is ``redis``, or
-    ``auto`` with the store on the redis cache driver; else local (one master)."""
-    mode = config.coordination
-    if mode == "auto":
-        mode = "redis" if store_driver(opts, config) == "redis" else "local"
-    if mode == "local":
+    ``auto`` with the store on redis; else local (one master)."""
+    if not _coordinated(opts, config):
         return ha_claims.LocalClaims(opts.get("id", "local"))
     settings = redis.redis_settings(opts, config)
     return ha_claims.RedisClaims(

@@ -12,6 +12,7 @@ import logging
 import signal
 
 from salt_callbacks import events, factory
+from salt_callbacks.exceptions import ConfigError
 from salt_callbacks.looplag import LoopLagProbe
 from salt_callbacks.metrics.health import Health
 from salt_callbacks.metrics.runtime import keep_health
@@ -32,7 +33,12 @@ def run_engine(opts, engine_kwargs=None):
             "callbacks engine: options under engines: are ignored (%s); configure the callbacks: block",
             ", ".join(sorted(engine_kwargs)),
         )
-    config = factory.load_config(opts, "callbacks engine")
+    try:
+        config = factory.load_config(opts, "callbacks engine")
+        factory.store_kind(opts, config)  # a store this master cannot use: say so once, do not start
+    except ConfigError as exc:
+        log.error("callbacks engine not started: %s", exc)
+        return
     asyncio.run(_engine_main(opts, config))
 
 

@@ -214,12 +214,8 @@ def read_open_jobs(store, recover):
     """``[(jid, records, returns)]`` for every job with unfinished records;
     ``returns`` from the master job cache (``recover(jid)``) for devices not
     yet executed. Reads only: safe in a thread."""
-    found = []
-    for jid in store.jids():
-        records = [r for r in store.records_of_job(jid) if not r.finished]
-        if records:
-            found.append((jid, records, _returns_of(jid, records, recover)))
-    return found
+    # The store's own query: an index of unfinished records in the embedded store.
+    return [(jid, records, _returns_of(jid, records, recover)) for jid, records in store.unfinished_jobs()]
 
 
 def read_keys(store, recover, keys):

@@ -18,6 +18,10 @@ writer's own thread: the loop never waits on the network, and a Redis that
 stops answering holds up only that thread (each call is bounded by the
 client's socket timeout).
 
+Batching: the store's ``save_many`` takes ``store.write_batch`` records at a
+time (one SQLite transaction each for the embedded store, so a commit is paid
+per batch, not per record).
+
 Ordering: one flush at a time, records written in the order they became
 dirty. ``call(func)`` runs a slow store function (a sweep) in a thread, off
 the loop; it touches only records the engine no longer holds.
@@ -130,20 +134,28 @@ class RecordWriter:
     async def _write(self, batch):
         if getattr(self._store, "blocking", False):
             return await self._write_off_loop(batch)
+        # The store's ``save_many`` writes ``write_batch`` records in one go
+        # (one transaction for the embedded store; salt.cache has no batch: 1).
+        size = max(1, getattr(self._store, "write_batch", 1))
         failed, first_error = [], None
         slice_ends = time.monotonic() + SLICE
-        for record in batch:
+        chunk = []
+        for index, record in enumerate(batch):
+            if record.key not in self._forgotten:  # swept meanwhile: writing it would bring it back
+                chunk.append(record)
+            if len(chunk) < size and index + 1 < len(batch):
+                continue
+            if chunk:
+                # Written as they are now; a change after this marks a record dirty again.
+                try:
+                    self._store.save_many(chunk)
+                except CallbackError as exc:
+                    failed.extend(chunk)
+                    first_error = first_error or str(exc)
+                chunk = []
             if time.monotonic() >= slice_ends:
                 await asyncio.sleep(0)  # let events through
                 slice_ends = time.monotonic() + SLICE
-            if record.key in self._forgotten:
-                continue  # swept meanwhile: writing it would bring it back
-            # Written as it is now; a change after this marks it dirty again.
-            try:
-                self._store.save(record)
-            except CallbackError as exc:
-                failed.append(record)
-                first_error = first_error or str(exc)
         return failed, first_error
 
     async def _write_off_loop(self, batch):

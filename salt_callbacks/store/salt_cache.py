@@ -32,7 +32,17 @@ def _is_jid(key):
     return is_jid(key)
 
 
+def _in_state(state, predicate):
+    def keep(record):
+        return record.public_state() == state and (predicate is None or predicate(record))
+
+    return keep
+
+
 class SaltCacheStore:
+    #: ``salt.cache`` writes one key per call: the writer hands records over one at a time.
+    write_batch = 1
+
     def __init__(self, backend):
         self._backend = backend
 
@@ -97,6 +107,11 @@ class SaltCacheStore:
             self.delete(device_id, jid)
         self._call(f"remove job {jid}", self._backend.flush, JOBS_BANK, jid)
 
+    def remove_jobs(self, jobs):
+        """Remove ``[(jid, devices)]`` (one at a time: ``salt.cache`` has no batch)."""
+        for jid, devices in jobs:
+            self.remove_job(jid, devices)
+
     # -- records ----------------------------------------------------------
 
     def get(self, device_id, jid):
@@ -118,6 +133,11 @@ class SaltCacheStore:
             valid_jid(record.jid),
             record.to_dict(),
         )
+
+    def save_many(self, records):
+        """One write per record: ``salt.cache`` has no batched write."""
+        for record in records:
+            self.save(record)
 
     def delete(self, device_id, jid):
         bank = self._bank(device_id)
@@ -141,8 +161,11 @@ class SaltCacheStore:
                 records.append(record)
         return records
 
-    def recent(self, device_id=None, limit=100, predicate=None):
-        """Records newest first, at most ``limit``, optionally filtered."""
+    def recent(self, device_id=None, limit=100, predicate=None, state=None):
+        """Records newest first, at most ``limit``, optionally filtered (by
+        public ``state`` too: here by reading each record, there is no index)."""
+        if state is not None:
+            predicate = _in_state(state, predicate)
         if device_id is not None:
             candidates = ((device_id, jid) for jid in reversed(self.device_jids(device_id)))
         else:
@@ -159,3 +182,19 @@ class SaltCacheStore:
             if record is not None and (predicate is None or predicate(record)):
                 found.append(record)
         return found
+
+    # -- recovery and limits (a walk over every job: no index here) ----------
+
+    def unfinished_jobs(self):
+        """``[(jid, [unfinished records])]``, oldest job first."""
+        found = []
+        for jid in self.jids():
+            records = [r for r in self.records_of_job(jid) if not r.finished]
+            if records:
+                found.append((jid, records))
+        return found
+
+    def count_unfinished(self, user=None):
+        """Records not finished yet (of ``user``, or everyone's). Best effort:
+        reads every record, so it costs what a recovery does."""
+        return sum(1 for _, records in self.unfinished_jobs() for r in records if user is None or r.user == user)

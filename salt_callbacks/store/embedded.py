@@ -1,0 +1,295 @@
+"""The embedded callback store: one SQLite file (WAL), no server. No Salt imports.
+
+The same interface as ``SaltCacheStore`` (see ``store/__init__.py``), plus what
+a database does better than a file per key:
+
+- ``save_many(records)``: a batch of records in one transaction (the engine's
+  writer flushes this way: one commit per flush slice, not one per record);
+- ``recent(..., state=...)``: newest first from an index, by device or by
+  public state, so a filter that matches nothing reads nothing;
+- ``unfinished_jobs()`` (recovery) and ``count_unfinished(user)`` (limits)
+  from partial indexes over unfinished records only;
+- ``expired_jobs`` from an index on creation time, ``remove_jobs`` in batches.
+
+Tables (``database.py`` holds the schema and its migrations)::
+
+    jobs     jid, created, devices (msgpack list)
+    records  jid, device_id, created, user, state, finished, data (msgpack Record.to_dict())
+
+``state`` is the record's public state (``Record.public_state()``),
+``finished`` is ``Record.finished``; both are kept in step by every write.
+A job and its records are written in one transaction, so neither is ever
+seen without the other.
+"""
+
+import datetime
+import logging
+
+import msgpack
+
+from salt_callbacks.exceptions import StoreError
+from salt_callbacks.model.records import Record
+from salt_callbacks.model.validation import minion_id
+from salt_callbacks.store.database import Database
+
+log = logging.getLogger(__name__)
+
+#: Records written per transaction at most (a batch holds the write lock this long: ~ms).
+WRITE_BATCH = 500
+#: Jobs removed per transaction by the retention sweep.
+REMOVE_BATCH = 500
+#: Rows fetched at a time while filtering a listing.
+LIST_FETCH = 200
+
+
+def _fallback(value):
+    # What msgpack cannot pack (a datetime from a YAML argument, a set) is stored as Salt's payload would.
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return repr(value)
+
+
+def pack(data):
+    return msgpack.packb(data, use_bin_type=True, default=_fallback)
+
+
+def unpack(blob):
+    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+def _record_row(record):
+    return (record.jid, minion_id(record.device_id), float(record.created), str(record.user),
+            record.public_state(), int(record.finished), pack(record.to_dict()))
+
+
+class EmbeddedStore:
+    #: Records the engine's writer hands ``save_many`` at once: one transaction, a few ms at most.
+    write_batch = 128
+
+    def __init__(self, path, owner=None, busy_timeout_ms=None):
+        """``path``: the database file (made, with its directory, on first use);
+        ``owner``: the master's user, who must own the files whoever creates them."""
+        kwargs = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
+        self.db = Database(path, owner=owner, **kwargs)
+        self.path = self.db.path
+
+    def _run(self, what, func, *args):
+        try:
+            return func(*args)
+        except StoreError:
+            raise
+        except Exception as exc:  # boundary: any database failure becomes StoreError
+            raise StoreError(f"callback store {self.path} could not {what}: {exc}") from exc
+
+    def _read(self, what, sql, params=()):
+        return self._run(what, lambda: self.db.connection().execute(sql, params).fetchall())
+
+    def _decode(self, blob, where):
+        try:
+            return Record.from_dict(unpack(blob))
+        except (TypeError, KeyError, ValueError, msgpack.UnpackException) as exc:
+            raise StoreError(f"callback record {where} is unreadable: {exc}") from exc
+
+    def close(self):
+        self.db.close()
+
+    # -- jobs -------------------------------------------------------------
+
+    def add_job(self, jid, records, created):
+        """Persist a new job and its records, in one transaction (before it is published)."""
+        rows = [_record_row(r) for r in records]
+
+        def write():
+            with self.db.write() as conn:
+                conn.execute("INSERT OR REPLACE INTO jobs (jid, created, devices) VALUES (?, ?, ?)",
+                             (jid, float(created), pack(sorted(r.device_id for r in records))))
+                conn.executemany(_UPSERT, rows)
+
+        self._run(f"add job {jid}", write)
+
+    def index_job(self, jid, devices, created):
+        def write():
+            with self.db.write() as conn:
+                conn.execute("INSERT OR REPLACE INTO jobs (jid, created, devices) VALUES (?, ?, ?)",
+                             (jid, float(created), pack(sorted(devices))))
+
+        self._run(f"index job {jid}", write)
+
+    def job(self, jid):
+        """The index entry of ``jid`` (``{"created", "devices"}``), or None."""
+        rows = self._read(f"read job {jid}", "SELECT created, devices FROM jobs WHERE jid = ?", (jid,))
+        if not rows:
+            return None
+        return {"created": rows[0][0], "devices": unpack(rows[0][1])}
+
+    def jids(self):
+        """Every indexed jid, oldest first (jids sort by time)."""
+        return [row[0] for row in self._read("list jobs", "SELECT jid FROM jobs ORDER BY jid")]
+
+    def expired_jobs(self, cutoff):
+        """``[(jid, devices)]`` of the jobs created at or before ``cutoff``, oldest first."""
+        rows = self._read("list expired jobs",
+                          "SELECT jid, devices FROM jobs WHERE created <= ? ORDER BY created, jid", (cutoff,))
+        return [(jid, unpack(devices)) for jid, devices in rows]
+
+    def remove_job(self, jid, devices=None):
+        self.remove_jobs([(jid, devices)])
+
+    def remove_jobs(self, jobs):
+        """Remove ``[(jid, devices)]`` with all their records, ``REMOVE_BATCH`` jobs per transaction."""
+        jids = [(jid,) for jid, _ in jobs]
+        for start in range(0, len(jids), REMOVE_BATCH):
+            chunk = jids[start:start + REMOVE_BATCH]
+
+            def write(chunk=chunk):
+                with self.db.write() as conn:
+                    conn.executemany("DELETE FROM records WHERE jid = ?", chunk)
+                    conn.executemany("DELETE FROM jobs WHERE jid = ?", chunk)
+
+            self._run("remove expired jobs", write)
+
+    # -- records ----------------------------------------------------------
+
+    def get(self, device_id, jid):
+        rows = self._read(f"read record {device_id}/{jid}",
+                          "SELECT data FROM records WHERE jid = ? AND device_id = ?", (jid, minion_id(device_id)))
+        return self._decode(rows[0][0], f"{device_id}/{jid}") if rows else None
+
+    def save(self, record):
+        self.save_many([record])
+
+    def save_many(self, records):
+        """Write ``records`` (their state now), ``WRITE_BATCH`` per transaction."""
+        rows = [_record_row(r) for r in records]
+        for start in range(0, len(rows), WRITE_BATCH):
+            chunk = rows[start:start + WRITE_BATCH]
+
+            def write(chunk=chunk):
+                with self.db.write() as conn:
+                    conn.executemany(_UPSERT, chunk)
+
+            self._run(f"write {len(chunk)} record(s)", write)
+
+    def delete(self, device_id, jid):
+        def write():
+            with self.db.write() as conn:
+                conn.execute("DELETE FROM records WHERE jid = ? AND device_id = ?", (jid, minion_id(device_id)))
+
+        self._run(f"delete record {device_id}/{jid}", write)
+
+    def devices(self):
+        return [row[0] for row in self._read("list devices", "SELECT DISTINCT device_id FROM records ORDER BY device_id")]
+
+    def device_jids(self, device_id):
+        rows = self._read(f"list records of {device_id}",
+                          "SELECT jid FROM records WHERE device_id = ? ORDER BY jid", (minion_id(device_id),))
+        return [row[0] for row in rows]
+
+    def records_of_job(self, jid):
+        rows = self._read(f"read job {jid}", "SELECT device_id, data FROM records WHERE jid = ? ORDER BY device_id",
+                          (jid,))
+        return [self._decode(data, f"{device}/{jid}") for device, data in rows]
+
+    def recent(self, device_id=None, limit=100, predicate=None, state=None):
+        """Records newest first (by jid, then device), at most ``limit``, only
+        those in public ``state`` when given, and passing ``predicate``."""
+        where, params = [], []
+        if device_id is not None:
+            where.append("device_id = ?")
+            params.append(minion_id(device_id))
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        sql = "SELECT device_id, jid, data FROM records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY jid DESC, device_id"
+
+        def scan():
+            found = []
+            cursor = self.db.connection().execute(sql, params)
+            try:
+                while len(found) < limit:
+                    rows = cursor.fetchmany(LIST_FETCH)
+                    if not rows:
+                        break
+                    for device, jid, data in rows:
+                        record = self._decode(data, f"{device}/{jid}")
+                        if predicate is None or predicate(record):
+                            found.append(record)
+                            if len(found) >= limit:
+                                break
+            finally:
+                cursor.close()
+            return found
+
+        return self._run("list records", scan)
+
+    # -- recovery and limits ----------------------------------------------
+
+    def unfinished_jobs(self):
+        """``[(jid, [unfinished records])]``, oldest job first: what a starting engine resumes."""
+        rows = self._read("read unfinished records",
+                          "SELECT jid, device_id, data FROM records WHERE finished = 0 ORDER BY jid, device_id")
+        jobs = []
+        for jid, device, data in rows:
+            if not jobs or jobs[-1][0] != jid:
+                jobs.append((jid, []))
+            jobs[-1][1].append(self._decode(data, f"{device}/{jid}"))
+        return jobs
+
+    def count_unfinished(self, user=None):
+        """Records not finished yet (of ``user``, or everyone's)."""
+        if user is None:
+            rows = self._read("count unfinished records", "SELECT count(*) FROM records WHERE finished = 0")
+        else:
+            rows = self._read("count unfinished records",
+                              "SELECT count(*) FROM records WHERE finished = 0 AND user = ?", (str(user),))
+        return rows[0][0]
+
+    # -- the upgrade path ---------------------------------------------------
+
+    def imported(self, source):
+        """When records were imported from ``source`` (a name), or None."""
+        return self._run("read its metadata", self.db.meta, f"imported:{source}")
+
+    def import_jobs(self, source, jobs, now):
+        """Import ``[(jid, {"created", "devices"}, [records])]`` from an older
+        store, keeping what this store has already (it is newer), and record
+        that ``source`` was imported. Idempotent. Returns records added."""
+        added = 0
+        batch = []
+
+        def flush():
+            nonlocal added
+            with self.db.write() as conn:
+                for jid, entry, records in batch:
+                    conn.execute("INSERT OR IGNORE INTO jobs (jid, created, devices) VALUES (?, ?, ?)",
+                                 (jid, float(entry.get("created", 0)), pack(sorted(entry.get("devices", [])))))
+                    before = conn.total_changes
+                    conn.executemany(_INSERT_NEW, [_record_row(r) for r in records])
+                    added += conn.total_changes - before
+            batch.clear()
+
+        def run():
+            for job in jobs:
+                batch.append(job)
+                if len(batch) >= REMOVE_BATCH:
+                    flush()
+            if batch:
+                flush()
+            with self.db.write() as conn:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (f"imported:{source}", f"{now:.3f} {added}"))
+            return added
+
+        return self._run(f"import records from {source}", run)
+
+
+_COLUMNS = "(jid, device_id, created, user, state, finished, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_UPSERT = ("INSERT INTO records " + _COLUMNS + " ON CONFLICT (jid, device_id) DO UPDATE SET "
+           "created = excluded.created, user = excluded.user, state = excluded.state, "
+           "finished = excluded.finished, data = excluded.data")
+_INSERT_NEW = "INSERT OR IGNORE INTO records " + _COLUMNS
