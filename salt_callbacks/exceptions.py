@@ -17,6 +17,7 @@ The tree, so a caller can catch exactly what it can handle::
     ├── NotFoundError              no such callback record (or it has expired), or no such device
     ├── InvalidPageError           a page of a listing past its last page
     ├── AccessDeniedError          the caller may not run that command on that target
+    ├── LimitError                 a request would pass max_pending / max_pending_per_user (``limit`` names it)
     ├── AuthenticationError        the HTTP API got no usable token (missing, malformed, unknown, expired)
     └── VerificationError          a webhook's signature did not verify (receiver side)
 
@@ -142,6 +143,22 @@ class AccessDeniedError(CallbackError):
             f"user {user!r} may not run {command} on {target!r} "
             "(not allowed by external_auth or publisher_acl)"
         )
+
+
+class LimitError(CallbackError):
+    """Accepting the request would pass a limit on unfinished callback records.
+    ``limit`` names the setting (``max_pending`` or ``max_pending_per_user``)."""
+
+    def __init__(self, limit, value, unfinished, adding, user=None):
+        self.limit = limit
+        self.value = value
+        self.unfinished = unfinished
+        self.adding = adding
+        whose = f" of user {user!r}" if user is not None else ""
+        super().__init__(
+            f"{limit}: {unfinished} callback record(s){whose} are unfinished and this request would add "
+            f"{adding}, past callbacks:{limit} ({value}); nothing was published. Try again once callbacks "
+            f"finish, or raise callbacks:{limit}")
 
 
 class AuthenticationError(CallbackError):

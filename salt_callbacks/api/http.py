@@ -27,6 +27,7 @@ from salt_callbacks.exceptions import (
     FieldErrors,
     InputError,
     InvalidPageError,
+    LimitError,
     NoMinionsError,
     NotFoundError,
     SigningError,
@@ -151,6 +152,8 @@ def _error_response(exc):
         return _json({exc.param: [exc.message[:1].upper() + exc.message[1:]]}, status=400)
     if isinstance(exc, AccessDeniedError):
         return _json({"detail": str(exc)}, status=403)
+    if isinstance(exc, LimitError):
+        return _json({"detail": str(exc), "limit": exc.limit}, status=429)
     if isinstance(exc, (StoreError, SigningError)):
         log.error("callbacks API: %s", exc)
         return _json({"detail": "The service is unavailable; try again later."}, status=503)

@@ -13,7 +13,7 @@ import logging
 import time
 
 from salt_callbacks.delivery.guard import AddressGuard
-from salt_callbacks.exceptions import AccessDeniedError, InputError, NoMinionsError, NotFoundError
+from salt_callbacks.exceptions import AccessDeniedError, InputError, LimitError, NoMinionsError, NotFoundError
 from salt_callbacks.model import validation
 from salt_callbacks.model.records import NOTHING_SENT, Record
 from salt_callbacks.webhook.payload import State
@@ -69,6 +69,7 @@ class CallbackService:
         if url is None:
             return self._publish(*job, jid=None)
         minions = [validation.minion_id(m) for m in minions]
+        self._check_limits(user, len(minions))  # before anything is stored or published
 
         spec = {"returner": returner, "command": command, "arg": list(arg)}
         if kwarg:
@@ -104,6 +105,19 @@ class CallbackService:
         log.info("callbacks: job %s published to %d minion(s) with callback (timeout %d s)",
                  jid, len(targeted), timeout)
         return published
+
+    def _check_limits(self, user, adding):
+        """Refuse (``LimitError``) a request whose records would pass
+        ``max_pending`` (all users) or ``max_pending_per_user``."""
+        for limit, value, whose in (("max_pending", self.config.max_pending, None),
+                                    ("max_pending_per_user", self.config.max_pending_per_user, user)):
+            if value is None:
+                continue
+            unfinished = self.store.count_unfinished(whose)
+            if unfinished + adding > value:
+                log.warning("callbacks: refused a job of %s for %d device(s): %d unfinished record(s), %s is %d",
+                            user, adding, unfinished, limit, value)
+                raise LimitError(limit, value, unfinished, adding, whose)
 
     def _publish(self, tgt, fun, arg, kwarg, tgt_type, returner, jid):
         published = self.publisher.publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)

@@ -474,13 +474,13 @@ def test_no_token_appears_in_plain_text_in_stores_job_cache_logs_events_or_respo
 
     # The scan looked where it matters ...
     names = list(haystacks)
-    assert any("cache/callbacks/records" in n for n in names), "the callback store was not scanned"
+    assert any("cache/callbacks/callbacks.db" in n for n in names), "the callback store was not scanned"
     assert any("cache/jobs" in n for n in names), "the job cache was not scanned"
     assert any(n.endswith("master.log") for n in names), "the master log was not scanned"
     api_logs = [n for n in names if re.search(r"(^|/)(salt-)?api(\.log)?$", n)]
     assert api_logs and any("callbacks API listening" in haystacks[n] for n in api_logs), names
     # ... the store holds the tokens sealed ...
-    assert any("sealed:v1:" in text for n, text in haystacks.items() if "cache/callbacks/records" in n)
+    assert any("sealed:v1:" in text for n, text in haystacks.items() if "cache/callbacks/callbacks.db" in n)
     # ... and no token, in any case, nor a sealed blob outside the store, is anywhere.
     leaks = [(name, t[:6] + "…", leak_context(text, t)) for name, text in haystacks.items() for t in set(TOKENS)
              if t in text or t.upper() in text]

@@ -1,7 +1,8 @@
 """A master with a short retention: records expire and pending work is dropped.
 Its config also carries a misspelt key, which must be reported, not fatal."""
 
-import os
+import contextlib
+import sqlite3
 import time
 
 import pytest
@@ -57,12 +58,18 @@ def test_the_sweep_removes_expired_records_from_the_store(short_master, short_ru
     path, url = hook
     published = run_ok(short_run, "callbacks.execute", short_minion.id, "test.ping", f"callback_url={url}")
     receiver.wait_for(path, 1)
-    record_file = f"{short_master.config['cachedir']}/callbacks/records/{short_minion.id}/{published['jid']}.p"
-    assert os.path.exists(record_file)
+    database = f"{short_master.config['cachedir']}/callbacks/callbacks.db"  # the embedded store, the default
+
+    def stored():
+        with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
+            return conn.execute("SELECT count(*) FROM records WHERE jid = ? AND device_id = ?",
+                                (published["jid"], short_minion.id)).fetchone()[0]
+
+    assert stored() == 1
     deadline = time.monotonic() + RETENTION + 10
-    while os.path.exists(record_file) and time.monotonic() < deadline:
+    while stored() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not os.path.exists(record_file), "the engine's sweep did not remove the expired record"
+    assert not stored(), "the engine's sweep did not remove the expired record"
 
 
 def test_pending_retries_of_an_expired_record_are_dropped_with_a_log_line(short_master, short_run, receiver, hook, short_minion):

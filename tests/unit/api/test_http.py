@@ -65,9 +65,9 @@ def parse_cli_args(tokens):
 
 
 class ApiRig:
-    def __init__(self, page_size=100):
+    def __init__(self, page_size=100, **config):
         self.clock = FakeClock()
-        self.config = make_config()
+        self.config = make_config(**config)
         self.backend = DictBackend()
         self.store = SaltCacheStore(self.backend)
         self.publisher = FakePublisher(DEVICES)
@@ -187,6 +187,18 @@ def test_execute_publishes_and_records_with_the_callers_token_sealed(rig):
     assert (record.url, record.timeout, record.user) == (URL, 30, "alice")
     assert sealing.is_sealed(record.signer) and rig.sealer.open(record.signer) == ALICE
     assert ALICE not in rig.stored_text()
+
+
+def test_execute_past_max_pending_answers_429_naming_the_limit_and_publishes_nothing():
+    rig = ApiRig(max_pending=1)
+    assert one(rig, "POST", "/dongle/devices/dev1/execute/", body={"command": "test.ping", "callback_url": URL})[0] == 200
+
+    status, body, _ = one(rig, "POST", "/dongle/devices/dev2/execute/",
+                          body={"command": "test.ping", "callback_url": URL})
+
+    assert status == 429 and body["limit"] == "max_pending"
+    assert body["detail"].startswith("max_pending: 1 callback record(s) are unfinished")
+    assert len(rig.publisher.published) == 1 and rig.store.jids() == [jid(1)]
 
 
 def test_execute_raw_splits_the_command_line_and_keeps_it_in_the_record(rig):
