@@ -16,7 +16,7 @@ from salt_callbacks.config import CallbacksConfig, unknown_keys_message
 from salt_callbacks.delivery.engine import CallbackEngine
 from salt_callbacks.delivery.guard import AddressGuard
 from salt_callbacks.delivery.transport import AiohttpTransport
-from salt_callbacks.exceptions import SealError
+from salt_callbacks.exceptions import ConfigError, SealError
 from salt_callbacks.ha import claims as ha_claims
 from salt_callbacks.ha import loopguard
 from salt_callbacks.ha.coordinator import LocalCoordinator
@@ -75,8 +75,9 @@ def store_kind(opts, config):
                "coordination, every peer's engine would deliver each webhook")
         raise ConfigError([
             f"callbacks:store: this master is a peer of Salt master cluster {cluster!r} (cluster_id): {why}. "
-            "Put the callback store in Redis on every peer: set cache: redis with cache.redis.host/port (or "
-            "callbacks:cache: redis) and leave callbacks:store at auto, or set it to redis (see docs/ha.md)"])
+            "Put the callback store in Redis on every peer: set cache: redis (or callbacks:cache: redis), with "
+            "the server in callbacks:redis or cache.redis.*, and leave callbacks:store at auto, or set it to "
+            "redis (see docs/ha.md)"])
     return kind
 
 

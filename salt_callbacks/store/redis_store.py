@@ -40,6 +40,7 @@ import msgpack
 from salt_callbacks.exceptions import StoreError
 from salt_callbacks.model.records import Record
 from salt_callbacks.model.validation import jid as valid_jid, minion_id
+from salt_callbacks.store import walks
 from salt_callbacks.store.salt_cache import JOBS_BANK, RECORDS_BANK, _is_jid
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,18 @@ class RedisStore:
                 expired.append((jid, list(entry.get("devices", []))))
         return expired
 
+    def remove_jobs(self, jobs):
+        walks.remove_jobs(self, jobs)
+
+    def unfinished_jobs(self):
+        """``[(jid, [unfinished records])]``, oldest job first (a walk: no index here)."""
+        return walks.unfinished_jobs(self)
+
+    def count_unfinished(self, user=None):
+        """Best effort, a walk over every record (with shared claims the runner
+        counts all users from the claims' open set instead)."""
+        return walks.count_unfinished(self, user)
+
     def remove_job(self, jid, devices):
         """The job's records, then its index entry (so nothing is left that nothing points to)."""
         jid = valid_jid(jid)
@@ -291,8 +304,9 @@ class RedisStore:
         raws = self._call(f"read {len(pairs)} record(s)", run) if pairs else []
         return [None if raw is None else self._decode(f"{d}/{j}", raw) for (d, j), raw in zip(pairs, raws)]
 
-    def recent(self, device_id=None, limit=100, predicate=None, chunk=200):
+    def recent(self, device_id=None, limit=100, predicate=None, chunk=200, state=None):
         """Records newest first, at most ``limit``, optionally filtered (read in pipelined chunks)."""
+        predicate = walks.in_state(state, predicate)  # no index of states here: read and filter
         if device_id is not None:
             candidates = [(device_id, jid) for jid in reversed(self.device_jids(device_id))]
         else:

@@ -19,6 +19,7 @@ import logging
 from salt_callbacks.exceptions import StoreError
 from salt_callbacks.model.records import Record
 from salt_callbacks.model.validation import is_jid, jid as valid_jid, minion_id
+from salt_callbacks.store import walks
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,6 @@ RECORDS_BANK = f"{ROOT}/records"
 def _is_jid(key):
     # Skip the temp files localfs leaves in a bank while writing (and anything else).
     return is_jid(key)
-
-
-def _in_state(state, predicate):
-    def keep(record):
-        return record.public_state() == state and (predicate is None or predicate(record))
-
-    return keep
 
 
 class SaltCacheStore:
@@ -109,8 +103,7 @@ class SaltCacheStore:
 
     def remove_jobs(self, jobs):
         """Remove ``[(jid, devices)]`` (one at a time: ``salt.cache`` has no batch)."""
-        for jid, devices in jobs:
-            self.remove_job(jid, devices)
+        walks.remove_jobs(self, jobs)
 
     # -- records ----------------------------------------------------------
 
@@ -164,8 +157,7 @@ class SaltCacheStore:
     def recent(self, device_id=None, limit=100, predicate=None, state=None):
         """Records newest first, at most ``limit``, optionally filtered (by
         public ``state`` too: here by reading each record, there is no index)."""
-        if state is not None:
-            predicate = _in_state(state, predicate)
+        predicate = walks.in_state(state, predicate)
         if device_id is not None:
             candidates = ((device_id, jid) for jid in reversed(self.device_jids(device_id)))
         else:
@@ -187,14 +179,9 @@ class SaltCacheStore:
 
     def unfinished_jobs(self):
         """``[(jid, [unfinished records])]``, oldest job first."""
-        found = []
-        for jid in self.jids():
-            records = [r for r in self.records_of_job(jid) if not r.finished]
-            if records:
-                found.append((jid, records))
-        return found
+        return walks.unfinished_jobs(self)
 
     def count_unfinished(self, user=None):
         """Records not finished yet (of ``user``, or everyone's). Best effort:
         reads every record, so it costs what a recovery does."""
-        return sum(1 for _, records in self.unfinished_jobs() for r in records if user is None or r.user == user)
+        return walks.count_unfinished(self, user)
