@@ -28,6 +28,7 @@ import random
 import time
 
 from salt_callbacks import events
+from salt_callbacks.delivery.bodies import RELOAD_DELAY, Bodies
 from salt_callbacks.delivery.dispatcher import Dispatcher
 from salt_callbacks.delivery.lookups import JobLookups, KnownJobs, ReadGuard, read_open_jobs
 from salt_callbacks.delivery.outage import HeldEvents, Outage
@@ -78,7 +79,8 @@ class CallbackEngine:
         self.live = {}  # (jid, device_id) -> Record still waiting or delivering
         self.scheduler = Scheduler()
         self.dispatcher = Dispatcher(config, transport, keys_for, clock)
-        self.writer = RecordWriter(store)
+        self.bodies = Bodies(store, self.dispatcher.running, recover, config.max_body_bytes)
+        self.writer = RecordWriter(store, on_written=self.bodies.written, on_failed=self.bodies.failed)
         store_outage = Outage("read the callback store")
         self.lookups = JobLookups(store, self._on_job_read, store_outage, clock,
                                   prepare=lambda records, minions: self.coordinator.claim_ahead(records, minions))
@@ -396,6 +398,9 @@ class CallbackEngine:
         if self._stopping or self.dispatcher.running(delivery.delivery_id):
             return
         if not self.coordinator.may_deliver(record, delivery):  # parked while this master's claims are unconfirmed
+            return
+        if not self.bodies.load(record, delivery):  # its body is in the store: read it back first
+            self.scheduler.add_attempt(record, delivery.state, self.clock() + RELOAD_DELAY)
             return
         self.dispatcher.start(record, delivery, self._on_attempt_done)
 

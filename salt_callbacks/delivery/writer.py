@@ -54,8 +54,12 @@ DRAIN_PASSES = 50
 
 
 class RecordWriter:
-    def __init__(self, store, interval=FLUSH_INTERVAL):
+    def __init__(self, store, interval=FLUSH_INTERVAL, on_written=None, on_failed=None):
+        """``on_written(records)`` / ``on_failed(records)`` run on the loop after
+        each flush with the records it wrote / could not write (bodies.py)."""
         self._store = store
+        self._on_written = on_written
+        self._on_failed = on_failed
         self._interval = interval
         self._dirty = {}  # record key -> Record, latest state to write
         self._waiters = {}  # record key -> [callback], run once that state is written
@@ -112,6 +116,7 @@ class RecordWriter:
             batch = list(self._dirty.values())
             waiters, self._dirty, self._waiters = self._waiters, {}, {}
             failed, first_error = await self._write(batch)
+            self._after_write(batch, failed)
             self._forgotten.clear()
             for record in failed:
                 self._dirty.setdefault(record.key, record)  # a newer state, if any, wins
@@ -130,6 +135,17 @@ class RecordWriter:
                     except Exception:  # boundary: one follow-up must not stop the others
                         log.error("callbacks: a follow-up after writing a record failed", exc_info=True)
             return len(batch) - len(failed)
+
+    def _after_write(self, batch, failed):
+        failed_keys = {r.key for r in failed}
+        for hook, records in ((self._on_written, [r for r in batch if r.key not in failed_keys
+                                                   and r.key not in self._forgotten]),
+                              (self._on_failed, failed)):
+            if hook is not None and records:
+                try:
+                    hook(records)
+                except Exception:  # boundary: a hook must not stop the flush
+                    log.error("callbacks: handling written records failed", exc_info=True)
 
     async def _write(self, batch):
         if getattr(self._store, "blocking", False):

@@ -61,6 +61,19 @@ MIGRATIONS = [
     CREATE INDEX records_open ON records (jid) WHERE finished = 0;
     CREATE INDEX records_open_by_user ON records (user) WHERE finished = 0;
     """,
+    # 1 -> 2: payload bodies in a table of their own, written once per delivery
+    # (a body never changes), so records are rewritten without them and the
+    # engine can leave a body waiting for a retry here instead of in memory.
+    # Records written at version 1 keep their bodies inline, and stay readable.
+    """
+    CREATE TABLE bodies (
+        delivery_id TEXT PRIMARY KEY,
+        jid TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX bodies_by_record ON bodies (jid, device_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

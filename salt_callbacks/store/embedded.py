@@ -14,7 +14,13 @@ a database does better than a file per key:
 Tables (``database.py`` holds the schema and its migrations)::
 
     jobs     jid, created, devices (msgpack list)
-    records  jid, device_id, created, user, state, finished, data (msgpack Record.to_dict())
+    records  jid, device_id, created, user, state, finished, data (msgpack Record.to_dict(), bodies left out)
+    bodies   delivery_id, jid, device_id, body (written once: a payload's body never changes)
+
+Bodies: ``get`` returns a record with its bodies; the bulk reads
+(``records_of_job``, ``recent``, ``unfinished_jobs``) leave them out (None),
+and ``body(delivery_id)`` reads one when it is due to be sent. A record
+written without a body in memory keeps the one stored.
 
 ``state`` is the record's public state (``Record.public_state()``),
 ``finished`` is ``Record.finished``; both are kept in step by every write.
@@ -60,13 +66,28 @@ def unpack(blob):
 
 
 def _record_row(record):
+    """The record's row, its bodies left out (they go to ``bodies``, once)."""
+    data = record.to_dict()
+    data["deliveries"] = [dict(d, body=None) for d in data["deliveries"]]
     return (record.jid, minion_id(record.device_id), float(record.created), str(record.user),
-            record.public_state(), int(record.finished), pack(record.to_dict()))
+            record.public_state(), int(record.finished), pack(data))
+
+
+def _body_rows(records):
+    # A body in memory is written (once: it never changes); one left out of memory is in the table already.
+    return [(d.delivery_id, r.jid, r.device_id, d.body) for r in records for d in r.deliveries if d.body is not None]
+
+
+def _write_records(conn, records):
+    conn.executemany(_UPSERT, [_record_row(r) for r in records])
+    conn.executemany(_INSERT_BODY, _body_rows(records))
 
 
 class EmbeddedStore:
     #: Records the engine's writer hands ``save_many`` at once: one transaction, a few ms at most.
     write_batch = 128
+    #: Payload bodies are kept here (``body()``): the engine need not hold them while they wait.
+    keeps_bodies = True
 
     def __init__(self, path, owner=None, busy_timeout_ms=None):
         """``path``: the database file (made, with its directory, on first use);
@@ -99,13 +120,11 @@ class EmbeddedStore:
 
     def add_job(self, jid, records, created):
         """Persist a new job and its records, in one transaction (before it is published)."""
-        rows = [_record_row(r) for r in records]
-
         def write():
             with self.db.write() as conn:
                 conn.execute("INSERT OR REPLACE INTO jobs (jid, created, devices) VALUES (?, ?, ?)",
                              (jid, float(created), pack(sorted(r.device_id for r in records))))
-                conn.executemany(_UPSERT, rows)
+                _write_records(conn, records)
 
         self._run(f"add job {jid}", write)
 
@@ -145,6 +164,7 @@ class EmbeddedStore:
 
             def write(chunk=chunk):
                 with self.db.write() as conn:
+                    conn.executemany("DELETE FROM bodies WHERE jid = ?", chunk)
                     conn.executemany("DELETE FROM records WHERE jid = ?", chunk)
                     conn.executemany("DELETE FROM jobs WHERE jid = ?", chunk)
 
@@ -153,22 +173,44 @@ class EmbeddedStore:
     # -- records ----------------------------------------------------------
 
     def get(self, device_id, jid):
-        rows = self._read(f"read record {device_id}/{jid}",
-                          "SELECT data FROM records WHERE jid = ? AND device_id = ?", (jid, minion_id(device_id)))
-        return self._decode(rows[0][0], f"{device_id}/{jid}") if rows else None
+        """The record, with its payload bodies (the bulk reads below leave them
+        out: ``body()`` reads one when it is needed)."""
+        device_id = minion_id(device_id)
+
+        def read():
+            conn = self.db.connection()
+            rows = conn.execute("SELECT data FROM records WHERE jid = ? AND device_id = ?", (jid, device_id)).fetchall()
+            if not rows:
+                return None
+            record = self._decode(rows[0][0], f"{device_id}/{jid}")
+            if any(d.body is None for d in record.deliveries):
+                bodies = dict(conn.execute("SELECT delivery_id, body FROM bodies WHERE jid = ? AND device_id = ?",
+                                           (jid, device_id)).fetchall())
+                for delivery in record.deliveries:
+                    if delivery.body is None:
+                        delivery.body = bodies.get(delivery.delivery_id)
+            return record
+
+        return self._run(f"read record {device_id}/{jid}", read)
+
+    def body(self, delivery_id):
+        """The payload body of one delivery, or None when the store has none."""
+        rows = self._read(f"read the body of delivery {delivery_id}",
+                          "SELECT body FROM bodies WHERE delivery_id = ?", (delivery_id,))
+        return rows[0][0] if rows else None
 
     def save(self, record):
         self.save_many([record])
 
     def save_many(self, records):
         """Write ``records`` (their state now), ``WRITE_BATCH`` per transaction."""
-        rows = [_record_row(r) for r in records]
-        for start in range(0, len(rows), WRITE_BATCH):
-            chunk = rows[start:start + WRITE_BATCH]
+        records = list(records)
+        for start in range(0, len(records), WRITE_BATCH):
+            chunk = records[start:start + WRITE_BATCH]
 
             def write(chunk=chunk):
                 with self.db.write() as conn:
-                    conn.executemany(_UPSERT, chunk)
+                    _write_records(conn, chunk)
 
             self._run(f"write {len(chunk)} record(s)", write)
 
@@ -176,6 +218,7 @@ class EmbeddedStore:
         def write():
             with self.db.write() as conn:
                 conn.execute("DELETE FROM records WHERE jid = ? AND device_id = ?", (jid, minion_id(device_id)))
+                conn.execute("DELETE FROM bodies WHERE jid = ? AND device_id = ?", (jid, minion_id(device_id)))
 
         self._run(f"delete record {device_id}/{jid}", write)
 
@@ -271,6 +314,7 @@ class EmbeddedStore:
                     before = conn.total_changes
                     conn.executemany(_INSERT_NEW, [_record_row(r) for r in records])
                     added += conn.total_changes - before
+                    conn.executemany(_INSERT_BODY, _body_rows(records))
             batch.clear()
 
         def run():
@@ -293,3 +337,4 @@ _UPSERT = ("INSERT INTO records " + _COLUMNS + " ON CONFLICT (jid, device_id) DO
            "created = excluded.created, user = excluded.user, state = excluded.state, "
            "finished = excluded.finished, data = excluded.data")
 _INSERT_NEW = "INSERT OR IGNORE INTO records " + _COLUMNS
+_INSERT_BODY = "INSERT OR IGNORE INTO bodies (delivery_id, jid, device_id, body) VALUES (?, ?, ?, ?)"

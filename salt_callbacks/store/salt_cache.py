@@ -36,6 +36,8 @@ def _is_jid(key):
 class SaltCacheStore:
     #: ``salt.cache`` writes one key per call: the writer hands records over one at a time.
     write_batch = 1
+    #: Bodies live inside the records: the engine keeps them in memory.
+    keeps_bodies = False
 
     def __init__(self, backend):
         self._backend = backend

@@ -183,15 +183,16 @@ class Rig:
     """An engine wired to fakes, plus the fakes, for one test."""
 
     def __init__(self, script=(), config=None, backend=None, clock=None, then=None, recover=None, claims=None,
-                 transport=None, keys_for=keys_for):
+                 transport=None, keys_for=keys_for, store=None):
         """``claims``: a shared claims object (``fakes_ha.FakeClaims``) for an engine
         that coordinates with others; None for one master. ``transport``: instead of
         a ``ScriptedTransport`` answering ``script``. ``keys_for(config)`` builds
-        the engine's key lookup."""
+        the engine's key lookup. ``store``: instead of the salt_cache store on
+        ``backend`` (an ``EmbeddedStore``, say)."""
         self.clock = clock or FakeClock()
         self.config = config or make_config()
         self.backend = backend if backend is not None else DictBackend()
-        self.store = SaltCacheStore(self.backend)
+        self.store = store if store is not None else SaltCacheStore(self.backend)
         self.transport = transport or ScriptedTransport(script, clock=self.clock, then=then)
         self.events = []
         self.engine = CallbackEngine(
