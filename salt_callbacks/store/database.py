@@ -74,6 +74,24 @@ MIGRATIONS = [
     );
     CREATE INDEX bodies_by_record ON bodies (jid, device_id);
     """,
+    # 2 -> 3: unfinished records counted per user by triggers, so the limits'
+    # check before each request costs one row read, not a scan of every open record.
+    """
+    CREATE TABLE open_counts (user TEXT PRIMARY KEY, n INTEGER NOT NULL);
+    INSERT INTO open_counts (user, n) SELECT user, count(*) FROM records WHERE finished = 0 GROUP BY user;
+    CREATE TRIGGER open_on_insert AFTER INSERT ON records WHEN new.finished = 0 BEGIN
+        INSERT INTO open_counts (user, n) VALUES (new.user, 1) ON CONFLICT (user) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER open_on_delete AFTER DELETE ON records WHEN old.finished = 0 BEGIN
+        UPDATE open_counts SET n = n - 1 WHERE user = old.user;
+    END;
+    CREATE TRIGGER open_on_update AFTER UPDATE OF finished, user ON records
+    WHEN old.finished != new.finished OR old.user != new.user BEGIN
+        UPDATE open_counts SET n = n - 1 WHERE user = old.user AND old.finished = 0;
+        INSERT INTO open_counts (user, n) SELECT new.user, 1 WHERE new.finished = 0
+            ON CONFLICT (user) DO UPDATE SET n = n + 1;
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -225,6 +243,19 @@ def schema_version(conn):
     return int(row[0]) if row else 0
 
 
+def _statements(script):
+    """The complete SQL statements of ``script`` (a trigger's inner ``;`` does not end one).
+    Not ``executescript``: that commits first, and a migration is one transaction."""
+    statements, current = [], ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
+
+
 def migrate(conn, path=""):
     """Bring the schema to ``SCHEMA_VERSION``, one migration at a time, each in
     the transaction that records its version; refuse a newer schema."""
@@ -238,9 +269,8 @@ def migrate(conn, path=""):
                 f"callback store {path} has schema version {version}, newer than this release knows "
                 f"({SCHEMA_VERSION}): upgrade salt-callbacks, or point callbacks:store_path at another file")
         for step in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[step].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(MIGRATIONS[step]):
+                conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(step + 1),))
             log.info("callbacks: callback store %s migrated to schema version %d", path, step + 1)
         conn.execute("COMMIT")

@@ -285,12 +285,12 @@ class EmbeddedStore:
 
     def count_unfinished(self, user=None):
         """Records not finished yet (of ``user``, or everyone's)."""
+        # open_counts is kept by triggers on every write of records (database.py).
         if user is None:
-            rows = self._read("count unfinished records", "SELECT count(*) FROM records WHERE finished = 0")
+            rows = self._read("count unfinished records", "SELECT coalesce(sum(n), 0) FROM open_counts")
         else:
-            rows = self._read("count unfinished records",
-                              "SELECT count(*) FROM records WHERE finished = 0 AND user = ?", (str(user),))
-        return rows[0][0]
+            rows = self._read("count unfinished records", "SELECT n FROM open_counts WHERE user = ?", (str(user),))
+        return rows[0][0] if rows else 0
 
     # -- the upgrade path ---------------------------------------------------
 
@@ -311,9 +311,8 @@ class EmbeddedStore:
                 for jid, entry, records in batch:
                     conn.execute("INSERT OR IGNORE INTO jobs (jid, created, devices) VALUES (?, ?, ?)",
                                  (jid, float(entry.get("created", 0)), pack(sorted(entry.get("devices", [])))))
-                    before = conn.total_changes
-                    conn.executemany(_INSERT_NEW, [_record_row(r) for r in records])
-                    added += conn.total_changes - before
+                    cursor = conn.executemany(_INSERT_NEW, [_record_row(r) for r in records])
+                    added += max(0, cursor.rowcount)  # rows this statement added (not the triggers')
                     conn.executemany(_INSERT_BODY, _body_rows(records))
             batch.clear()
 

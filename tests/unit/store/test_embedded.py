@@ -298,3 +298,41 @@ def test_a_failing_import_is_tried_again_at_the_next_start(embedded):
     assert upgrade.import_once(embedded, "localfs", broken, lambda: T0) == 0
     assert embedded.imported("localfs") is None
     assert upgrade.import_once(embedded, "localfs", old_store, lambda: T0) == 3
+
+
+# -- the open counts (triggers) ----------------------------------------------------------
+
+
+def test_open_counts_follow_every_kind_of_write(embedded):
+    first, second = make_record(1, "dev1", user="alice"), make_record(1, "dev2", user="alice")
+    embedded.add_job(jid(1), [first, second], T0)
+    embedded.save_many([first, second])  # rewritten unchanged: counted once
+    assert (embedded.count_unfinished(), embedded.count_unfinished("alice")) == (2, 2)
+
+    embedded.save(delivered(first, T0 + 1))
+    embedded.save(first)  # finished, written again
+    assert (embedded.count_unfinished(), embedded.count_unfinished("alice")) == (1, 1)
+
+    second.user = "bob"
+    embedded.save(second)
+    assert (embedded.count_unfinished("alice"), embedded.count_unfinished("bob")) == (0, 1)
+    embedded.delete("dev2", jid(1))
+    embedded.add_job(jid(2), [make_record(2, "dev1", user="carol")], T0 + 2)
+    embedded.remove_jobs([(jid(2), ["dev1"])])
+    assert (embedded.count_unfinished(), embedded.count_unfinished("bob"), embedded.count_unfinished("carol")) == (0, 0, 0)
+
+
+def test_a_version_2_file_gets_its_open_counts_from_its_records(path, monkeypatch):
+    full = database.MIGRATIONS
+    monkeypatch.setattr(database, "MIGRATIONS", full[:2])
+    monkeypatch.setattr(database, "SCHEMA_VERSION", 2)
+    old = EmbeddedStore(path)
+    done = delivered(make_record(1, "dev1", user="alice"), T0)
+    old.add_job(jid(1), [done, make_record(1, "dev2", user="alice"), make_record(1, "dev3", user="bob")], T0)
+    old.close()
+    monkeypatch.setattr(database, "MIGRATIONS", full)
+    monkeypatch.setattr(database, "SCHEMA_VERSION", len(full))
+
+    new = EmbeddedStore(path)
+    assert (new.count_unfinished(), new.count_unfinished("alice"), new.count_unfinished("bob")) == (2, 1, 1)
+    new.close()
