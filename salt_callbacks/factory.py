@@ -103,16 +103,6 @@ def build_store(opts, config):
     return SaltCacheStore(cache.cache_backend(opts, store_driver(opts, config)))
 
 
-def engine_store(opts, config):
-    """The store as the engine opens it: on first start with the embedded store,
-    the records of the salt_cache store on localfs (the layout of earlier
-    releases) are imported once."""
-    store = build_store(opts, config)
-    if isinstance(store, EmbeddedStore):
-        upgrade.import_once(store, "localfs", lambda: SaltCacheStore(cache.cache_backend(opts, "localfs")), time.time)
-    return store
-
-
 def build_redis_store(opts, config):
     """The callback store on Redis (``store/redis_store.py``): the keys Salt's
     redis cache driver writes, through this extension's own client."""
@@ -218,8 +208,12 @@ def engine_parts(opts, config, loop):
 
 def engine_store(opts, config):
     """The store as the engine uses it: on Redis, its calls from the event loop
-    bounded to a few ms (``ha/loopguard.py``); from threads, as they are."""
+    bounded to a few ms (``ha/loopguard.py``); from threads, as they are. On
+    first start with the embedded store, the records of the salt_cache store
+    on localfs (the layout of earlier releases) are imported once."""
     store = build_store(opts, config)
+    if isinstance(store, EmbeddedStore):
+        upgrade.import_once(store, "localfs", lambda: SaltCacheStore(cache.cache_backend(opts, "localfs")), time.time)
     return loopguard.guarded(store, loopguard.store_error(getattr(store, "endpoint", "redis")))
 
 

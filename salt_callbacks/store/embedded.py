@@ -35,7 +35,7 @@ import msgpack
 
 from salt_callbacks.exceptions import StoreError
 from salt_callbacks.model.records import Record
-from salt_callbacks.model.validation import minion_id
+from salt_callbacks.model.validation import jid as valid_jid, minion_id
 from salt_callbacks.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def unpack(blob):
 
 def _record_row(record):
     """The record's row, its bodies left out (they go to ``bodies``, once)."""
+    valid_jid(record.jid)
     data = record.to_dict()
     data["deliveries"] = [dict(d, body=None) for d in data["deliveries"]]
     return (record.jid, minion_id(record.device_id), float(record.created), str(record.user),
@@ -120,6 +121,7 @@ class EmbeddedStore:
 
     def add_job(self, jid, records, created):
         """Persist a new job and its records, in one transaction (before it is published)."""
+        jid = valid_jid(jid)
         def write():
             with self.db.write() as conn:
                 conn.execute("INSERT OR REPLACE INTO jobs (jid, created, devices) VALUES (?, ?, ?)",
@@ -129,6 +131,7 @@ class EmbeddedStore:
         self._run(f"add job {jid}", write)
 
     def index_job(self, jid, devices, created):
+        jid = valid_jid(jid)
         def write():
             with self.db.write() as conn:
                 conn.execute("INSERT OR REPLACE INTO jobs (jid, created, devices) VALUES (?, ?, ?)",
@@ -138,6 +141,7 @@ class EmbeddedStore:
 
     def job(self, jid):
         """The index entry of ``jid`` (``{"created", "devices"}``), or None."""
+        jid = valid_jid(jid)
         rows = self._read(f"read job {jid}", "SELECT created, devices FROM jobs WHERE jid = ?", (jid,))
         if not rows:
             return None
@@ -175,7 +179,7 @@ class EmbeddedStore:
     def get(self, device_id, jid):
         """The record, with its payload bodies (the bulk reads below leave them
         out: ``body()`` reads one when it is needed)."""
-        device_id = minion_id(device_id)
+        device_id, jid = minion_id(device_id), valid_jid(jid)
 
         def read():
             conn = self.db.connection()
@@ -215,6 +219,7 @@ class EmbeddedStore:
             self._run(f"write {len(chunk)} record(s)", write)
 
     def delete(self, device_id, jid):
+        jid = valid_jid(jid)
         def write():
             with self.db.write() as conn:
                 conn.execute("DELETE FROM records WHERE jid = ? AND device_id = ?", (jid, minion_id(device_id)))
@@ -231,6 +236,7 @@ class EmbeddedStore:
         return [row[0] for row in rows]
 
     def records_of_job(self, jid):
+        jid = valid_jid(jid)
         rows = self._read(f"read job {jid}", "SELECT device_id, data FROM records WHERE jid = ? ORDER BY device_id",
                           (jid,))
         return [self._decode(data, f"{device}/{jid}") for device, data in rows]

@@ -336,3 +336,10 @@ def test_a_version_2_file_gets_its_open_counts_from_its_records(path, monkeypatc
     new = EmbeddedStore(path)
     assert (new.count_unfinished(), new.count_unfinished("alice"), new.count_unfinished("bob")) == (2, 1, 1)
     new.close()
+
+
+@pytest.mark.parametrize("bad", ["../tokens/abc", "2024", "20240101000000000001/x"])
+def test_a_jid_not_of_salts_form_is_refused(any_store, bad):
+    with pytest.raises(InputError) as caught:
+        any_store.get("dev1", bad)
+    assert caught.value.param == "jid"
