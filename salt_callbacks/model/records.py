@@ -125,6 +125,7 @@ class AttemptResult:
     error: str | None = None
     excerpt: str = ""
     retry_after: float | None = None
+    signatures: dict | None = None  # the signature headers sent (never a key), for the record
 
 
 # slots: 100k waiting records must fit in the engine's memory target.
@@ -229,6 +230,8 @@ class Record:
             entry["error"] = result.error
         if result.excerpt:
             entry["response_excerpt"] = result.excerpt[:EXCERPT_CHARS]
+        if result.signatures:
+            entry["signatures"] = dict(result.signatures)
         self.sent_requests.append(entry)
 
         if outcome == Outcome.DELIVERED:
