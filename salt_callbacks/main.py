@@ -128,6 +128,7 @@ def run_api(opts):
     """Serve the HTTP API until SIGTERM/SIGINT."""
     from salt_callbacks.api import http  # pylint: disable=import-outside-toplevel
     from salt_callbacks.api.auth import token_pattern  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.api.ui import routes as ui_routes  # pylint: disable=import-outside-toplevel
     from salt_callbacks.exceptions import CallbackError  # pylint: disable=import-outside-toplevel
     from salt_callbacks.redact import TokenRedactingFilter  # pylint: disable=import-outside-toplevel
 
@@ -143,6 +144,8 @@ def run_api(opts):
         return
 
     async def serve():
-        await http.serve(api.app(), api_config.host, api_config.port, tls, _stop_event())
+        app = api.app()
+        ui_routes.install(app, api, eauth_backends=(opts.get("external_auth") or {}).keys())  # the /ui/ page
+        await http.serve(app, api_config.host, api_config.port, tls, _stop_event())
 
     asyncio.run(serve())
