@@ -342,7 +342,9 @@ class CallbackEngine:
                         "max_event_size; it is delivered as %r. Raise max_event_size to deliver larger results",
                         jid, device_id, TRIMMED)
         self.live[record.key] = record
-        self.writer.mark(record)
+        # Lazy: the return is durable in Salt's job cache, so its write may wait
+        # for the attempt's outcome and go to the store with it, as one write.
+        self.writer.mark(record, lazy=True)
         log.info("callbacks: %s returned for job %s; sending COMMAND_EXECUTED", device_id, jid)
         self._start(record, delivery)  # the return is durable in Salt's job cache already
 

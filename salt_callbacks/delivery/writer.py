@@ -54,6 +54,10 @@ class RecordWriter:
         self._store = store
         self._interval = interval
         self._dirty = {}  # record key -> Record, latest state to write
+        # Lazy marks (nothing waits on them): written one flush later than
+        # ``_dirty``, unless a change that something waits on comes first.
+        self._lazy = {}  # marked since the last flush
+        self._ripe = {}  # marked before it: written by the next flush
         self._waiters = {}  # record key -> [callback], run once that state is written
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="callbacks-sweep")
         self._lock = None  # asyncio.Lock, made on the running loop
@@ -64,21 +68,45 @@ class RecordWriter:
 
     # -- what the engine calls ---------------------------------------------
 
-    def mark(self, record, then=None):
-        """Write ``record`` with the next flush; then call ``then()`` on the loop."""
-        self._dirty[record.key] = record
+    def mark(self, record, then=None, lazy=False):
+        """Write ``record`` with the next flush; then call ``then()`` on the loop.
+
+        ``lazy``: nothing relies on this state being written soon (it is
+        durable elsewhere: a return is in Salt's job cache), so it may wait
+        one flush longer, and a change made meanwhile is written with it: a
+        return and the attempt that delivers it are one write, not two."""
+        key = record.key
+        if lazy and then is None and key not in self._dirty:
+            if key not in self._ripe:
+                self._lazy[key] = record
+            return
+        self._dirty[key] = record
+        self._lazy.pop(key, None)
+        self._ripe.pop(key, None)
         if then is not None:
-            self._waiters.setdefault(record.key, []).append(then)
+            self._waiters.setdefault(key, []).append(then)
 
     def forget(self, key):
         """Drop a record's pending write (it is being removed from the store),
         including one in the flush under way."""
         self._dirty.pop(key, None)
+        self._lazy.pop(key, None)
+        self._ripe.pop(key, None)
         self._waiters.pop(key, None)
         self._forgotten.add(key)
 
     def pending(self):
-        return len(self._dirty)
+        return len(self._dirty) + len(self._lazy) + len(self._ripe)
+
+    def _ripen(self, everything=False):
+        """Lazy marks a flush older (or all of them) join the records to write now."""
+        for key, record in self._ripe.items():
+            self._dirty.setdefault(key, record)
+        if everything:
+            for key, record in self._lazy.items():
+                self._dirty.setdefault(key, record)
+            self._lazy = {}
+        self._ripe, self._lazy = self._lazy, {}
 
     async def call(self, func, *args):
         """Run a slow store function in a thread of its own, off the loop."""
@@ -98,11 +126,13 @@ class RecordWriter:
             except Exception:  # boundary: the writer must outlive any one batch
                 log.error("callbacks: writing records failed", exc_info=True)
 
-    async def flush(self):
-        """Write everything dirty now; returns how many records were written."""
+    async def flush(self, everything=False):
+        """Write everything dirty now (``everything``: lazy marks too); returns
+        how many records were written."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            self._ripen(everything)
             if not self._dirty:
                 return 0
             batch = list(self._dirty.values())
@@ -167,11 +197,11 @@ class RecordWriter:
     async def drain(self, passes=DRAIN_PASSES):
         """Flush until nothing is dirty (or ``passes`` flushes failed to get there)."""
         for _ in range(passes):
-            if not self._dirty:
+            if not self.pending():
                 return True
-            if not await self.flush():
-                return not self._dirty  # the store is failing: do not spin
-        return not self._dirty
+            if not await self.flush(everything=True):
+                return not self.pending()  # the store is failing: do not spin
+        return not self.pending()
 
     def close(self):
         self._executor.shutdown(wait=True)

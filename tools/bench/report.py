@@ -294,6 +294,10 @@ def page(results):
     elif results.get("config", {}).get("quiet_wait") == 0:
         out += ["No quiet-machine wait in this run (`--quiet-wait 0`, as `--quick` sets); the CPU split's "
                 "\"background\" column shows what else ran.", ""]
+    for prof in results.get("cpu_profiles", {}).values():
+        out += [f"## Engine CPU during {prof['scenario']} (py-spy, on-CPU samples of every thread)", "",
+                f"{prof['samples']} samples.", "", *_md_table(("what the engine's CPU is spent on", "% of CPU"),
+                                                               prof["by_category_pct"][:12]), ""]
     for prof in results.get("profiles", {}).values():
         out += [f"## Engine loop during {prof['scenario']} (py-spy, % of wall time)", "",
                 f"{prof['main_thread_samples']} samples of the main thread, {prof['idle_in_epoll_pct']}% idle in "
