@@ -18,6 +18,11 @@ writer's own thread: the loop never waits on the network, and a Redis that
 stops answering holds up only that thread (each call is bounded by the
 client's socket timeout).
 
+A state that is durable elsewhere (a return: Salt's job cache has it) is
+marked *lazy*: it waits up to ``LAZY_HOLD`` for the attempt's outcome and is
+written with it, so a webhook costs one write; a crash meanwhile costs
+nothing the start's read of the job cache does not bring back.
+
 Ordering: one flush at a time, records written in the order they became
 dirty. ``call(func)`` runs a slow store function (a sweep) in a thread, off
 the loop; it touches only records the engine no longer holds.
@@ -30,6 +35,7 @@ the store was down) and the record stays dirty, retried with backoff.
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import time
@@ -41,6 +47,9 @@ log = logging.getLogger(__name__)
 #: Seconds between flushes: how stale the store may be, and how long a change
 #: may wait to be coalesced with the next one.
 FLUSH_INTERVAL = 0.1
+#: Longest a lazy mark waits (seconds) for a change to be written with: about
+#: how long an attempt may queue and run while receivers keep up.
+LAZY_HOLD = 2.0
 #: Longest stretch (seconds) the writer holds the loop before letting events through.
 SLICE = 0.005
 #: Longest wait between flushes while the store keeps failing.
@@ -50,14 +59,15 @@ DRAIN_PASSES = 50
 
 
 class RecordWriter:
-    def __init__(self, store, interval=FLUSH_INTERVAL):
+    def __init__(self, store, interval=FLUSH_INTERVAL, hold=LAZY_HOLD):
         self._store = store
         self._interval = interval
+        self._hold = hold
         self._dirty = {}  # record key -> Record, latest state to write
-        # Lazy marks (nothing waits on them): written one flush later than
-        # ``_dirty``, unless a change that something waits on comes first.
-        self._lazy = {}  # marked since the last flush
-        self._ripe = {}  # marked before it: written by the next flush
+        # Lazy marks (nothing waits on them), oldest first: key -> (record,
+        # monotonic time marked); written once ``LAZY_HOLD`` old, unless a
+        # change comes first and takes them into ``_dirty``.
+        self._lazy = collections.OrderedDict()
         self._waiters = {}  # record key -> [callback], run once that state is written
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="callbacks-sweep")
         self._lock = None  # asyncio.Lock, made on the running loop
@@ -73,16 +83,15 @@ class RecordWriter:
 
         ``lazy``: nothing relies on this state being written soon (it is
         durable elsewhere: a return is in Salt's job cache), so it may wait
-        one flush longer, and a change made meanwhile is written with it: a
-        return and the attempt that delivers it are one write, not two."""
+        up to ``LAZY_HOLD`` seconds, and the change that comes meanwhile (the
+        attempt's outcome) is written with it: one write, not two."""
         key = record.key
         if lazy and then is None and key not in self._dirty:
-            if key not in self._ripe:
-                self._lazy[key] = record
+            held = self._lazy.get(key)
+            self._lazy[key] = (record, time.monotonic() if held is None else held[1])
             return
         self._dirty[key] = record
         self._lazy.pop(key, None)
-        self._ripe.pop(key, None)
         if then is not None:
             self._waiters.setdefault(key, []).append(then)
 
@@ -91,22 +100,22 @@ class RecordWriter:
         including one in the flush under way."""
         self._dirty.pop(key, None)
         self._lazy.pop(key, None)
-        self._ripe.pop(key, None)
         self._waiters.pop(key, None)
         self._forgotten.add(key)
 
     def pending(self):
-        return len(self._dirty) + len(self._lazy) + len(self._ripe)
+        return len(self._dirty) + len(self._lazy)
 
     def _ripen(self, everything=False):
-        """Lazy marks a flush older (or all of them) join the records to write now."""
-        for key, record in self._ripe.items():
+        """Lazy marks held ``LAZY_HOLD`` (or all of them) join the records to write now."""
+        cutoff = time.monotonic() - self._hold
+        lazy = self._lazy
+        while lazy:
+            key, (record, marked) = next(iter(lazy.items()))
+            if marked > cutoff and not everything:
+                break  # oldest first: the rest are younger
+            lazy.popitem(last=False)
             self._dirty.setdefault(key, record)
-        if everything:
-            for key, record in self._lazy.items():
-                self._dirty.setdefault(key, record)
-            self._lazy = {}
-        self._ripe, self._lazy = self._lazy, {}
 
     async def call(self, func, *args):
         """Run a slow store function in a thread of its own, off the loop."""
