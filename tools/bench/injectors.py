@@ -173,6 +173,42 @@ class Worker:
             done += 1
         return {"n": done, "first": first, "last": time.time()}
 
+    def soak(self, jobs, url, rate, start_at, stop_at):
+        """At ``rate``/s until ``stop_at``, each job as in production: its record
+        written (the runner), the job cache prepared and the return stored (the
+        master), then ``new`` and ``ret`` on the bus. Returns how many were done:
+        the first ``n`` of ``jobs``."""
+        return self.aloop().run_until_complete(self._soak(jobs, url, rate, start_at, stop_at))
+
+    async def _soak(self, jobs, url, rate, start_at, stop_at):
+        from salt_callbacks.model.records import Record  # pylint: disable=import-outside-toplevel
+
+        store, returners, ev = self.store(), self.mminion().returners, self._aevent
+        cache = self.opts["master_job_cache"]
+        while time.time() < start_at:
+            await asyncio.sleep(0.001)
+        first, done = time.time(), 0
+        for i, (jid, dev) in enumerate(jobs):
+            delay = start_at + i / rate - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.time() >= stop_at:
+                break
+            now = time.time()
+            store.add_job(jid, [Record(jid=jid, device_id=dev, url=url, created=now, timeout=600,
+                                       command={"returner": None, "command": "test.ping", "arg": []},
+                                       signer="default", user="bench")], now)
+            returners[f"{cache}.prep_jid"](passed_jid=jid)
+            returners[f"{cache}.save_load"](jid, {"jid": jid, "fun": "test.ping", "arg": [], "tgt": dev,
+                                                  "tgt_type": "glob", "user": "root"}, minions=[dev])
+            load = ret_load(jid, dev)
+            returners[f"{cache}.returner"](load)
+            await ev.fire_event_async(new_data(jid, dev), f"salt/job/{jid}/new")
+            await ev.fire_event_async(dict(load), f"salt/job/{jid}/ret/{dev}")
+            self.injected[self.index] += 1
+            done += 1
+        return {"n": done, "first": first, "last": time.time()}
+
     def close(self):
         for ev in (self._event, self._aevent):
             if ev is not None:
@@ -242,8 +278,15 @@ class Pool:
 
     def run(self, cmd, per_worker, timeout):
         """Send ``cmd`` with per-worker kwargs to all workers at once; gather results."""
+        self.send(cmd, per_worker)
+        return self.collect(cmd, per_worker, timeout)
+
+    def send(self, cmd, per_worker):
+        """Start ``cmd`` on the workers without waiting (then ``collect``)."""
         for conn, kwargs in zip(self.conns, per_worker):
             conn.send((cmd, kwargs))
+
+    def collect(self, cmd, per_worker, timeout):
         results, deadline = [], time.time() + timeout
         for conn in self.conns[: len(per_worker)]:
             if not conn.poll(max(0.0, deadline - time.time())):

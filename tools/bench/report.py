@@ -138,11 +138,28 @@ def _burst_and_store_rows(s, cfg):
     return rows
 
 
+def _soak_rows(s):
+    soak = s.get("soak")
+    if not soak:
+        return []
+    label = f"soak {fmt(soak.get('minutes'), 1)} min @{fmt(soak.get('offered_rate'))}/s, 1 in 10 failing"
+    rows = [(f"{label}: webhooks lost", fmt(soak.get("lost")), "", "-", "-", "0",
+             verdict(None if soak.get("lost") is None else soak["lost"] == 0))]
+    for key, what in (("rss_mb", "engine RSS MB"), ("fds", "engine open fds"), ("store_mb", "store MB on disk")):
+        trend = soak.get("trend", {}).get(key)
+        if trend:
+            rows.append((f"soak: {what}, start -> end (slope /min)",
+                         f"{fmt(trend['start'], 1)} -> {fmt(trend['end'], 1)} ({fmt(trend['slope_per_min'], 2)}/min)",
+                         "", "-", "-", "-", ""))
+    return rows
+
+
 def build(results):
     """(rows, summary lines) from a results dict."""
     s, cfg = results.get("scenarios", {}), results.get("config", {})
     tput_rows, fractions, ratio = _throughput_rows(s, cfg)
-    rows = tput_rows + _latency_rows(s, cfg) + _pending_rows(s, cfg) + _burst_and_store_rows(s, cfg)
+    rows = (tput_rows + _latency_rows(s, cfg) + _pending_rows(s, cfg) + _burst_and_store_rows(s, cfg)
+            + _soak_rows(s))
     lines = []
     for mode, (frac, bus_rate, http_rate) in fractions.items():
         lines.append(f"engine / lower ceiling ({mode}): {fmt(frac * 100 if frac else None, 0)}%  "

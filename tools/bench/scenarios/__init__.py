@@ -4,6 +4,7 @@ from tools.bench.scenarios.baseline import run_baseline
 from tools.bench.scenarios.ceilings import run_bus_ceiling, run_http_ceiling
 from tools.bench.scenarios.engine import run_engine
 from tools.bench.scenarios.pending import run_pending
+from tools.bench.scenarios.soak import run_soak
 
 #: --only name -> what runs. pending after engine: it reads the idle RSS the engine part measured.
 PARTS = {
@@ -12,4 +13,5 @@ PARTS = {
     "engine": run_engine,
     "pending": run_pending,
     "baseline": run_baseline,
+    "soak": run_soak,
 }
