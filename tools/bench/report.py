@@ -94,6 +94,13 @@ def _latency_rows(s, cfg):
     rows.append((f"healthy p99 ms, {int((cfg.get('hole_share') or 0) * 100)}% to a dead receiver", fmt(hp99, 2),
                  spread(hole, lambda r: r.get("latency", {}).get("p99_ms"), 2), "-", fmt(hl.get("p99_ms"), 2),
                  "added <5", verdict(None if hadded is None else (hadded < 5 and hole.get("lost", 1) == 0))))
+    sweep = s.get("sweep", {})
+    if sweep:
+        sadded, sp99, _, _ = targets.added_latency(sweep, bus.get("latency"))
+        rows.append((f"p99 ms during a sweep of {fmt(sweep.get('expired'))} expired "
+                     f"({fmt(sweep.get('swept_during_window'))} swept in {fmt(sweep.get('sweep_s'), 1)} s)",
+                     fmt(sp99, 2), "", "-", fmt(hl.get("p99_ms"), 2), "added <5",
+                     verdict(None if sadded is None else (sadded < 5 and sweep.get("lost", 1) == 0))))
     return rows
 
 
