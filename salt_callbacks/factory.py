@@ -204,6 +204,7 @@ def build_service(opts, who="callbacks runner"):
 
 
 parse_cli_args = cli.parse_cli_args
+runner_caller = acl.runner_caller  # who called a runner function: (opts, __user__) -> Caller
 
 
 # -- the HTTP API (salt-api module callbacks_api) ----------------------------------

@@ -320,7 +320,7 @@ def test_a_command_the_user_may_not_run_is_a_403_and_nothing_is_published(api, a
     alice, bob = login(api, "alice"), login(api, "bob")
     status, body = call(api, "POST", f"/dongle/devices/{MINION}/execute_raw/", alice,
                         body={"command": "cmd.run id", "callback_url": "http://127.0.0.1:9/x"})
-    assert (status, body) == (403, {"detail": f"user 'alice' may not run cmd.run on '{MINION}' "
+    assert (status, body) == (403, {"detail": f"user 'auto:alice' may not run cmd.run on '{MINION}' "
                                               "(not allowed by external_auth or publisher_acl)"})
     status, body = call(api, "POST", f"/dongle/devices/{OTHER}/execute/", bob, "Bearer", body={"command": "test.ping"})
     assert status == 403 and "'bob' may not run test.ping" in body["detail"]

@@ -53,11 +53,11 @@ class FakePermissions:
     RULES = {"alice": {d: {"test.ping", "test.arg", "cmd.run"} for d in DEVICES} | {"dev3": {"test.ping"}},
              "bob": {"dev1": {"test.ping"}}}
 
-    def may_run(self, user, fun, arg, kwarg, tgt, tgt_type, minions):
-        return all(fun in self.RULES.get(user, {}).get(m, set()) for m in minions)
+    def may_run(self, caller, fun, arg, kwarg, tgt, tgt_type, minions):
+        return all(fun in self.RULES.get(caller.name, {}).get(m, set()) for m in minions)
 
-    def visible_devices(self, user):
-        return self.RULES.get(user, {}).__contains__
+    def visible_devices(self, caller):
+        return self.RULES.get(caller.name, {}).__contains__
 
 
 def parse_cli_args(tokens):
@@ -254,7 +254,7 @@ def test_a_command_the_user_may_not_run_is_a_403_and_nothing_is_published(rig):
     status, body, _ = one(rig, "POST", "/dongle/devices/dev3/execute/", body={"command": "cmd.run", "arg": ["id"],
                                                                               "callback_url": URL})
     assert status == 403
-    assert body == {"detail": "user 'alice' may not run cmd.run on 'dev3' (not allowed by external_auth or publisher_acl)"}
+    assert body == {"detail": "user 'auto:alice' may not run cmd.run on 'dev3' (not allowed by external_auth or publisher_acl)"}
     assert rig.publisher.published == [] and rig.backend.banks == {}
 
 
