@@ -323,7 +323,7 @@ def test_a_command_the_user_may_not_run_is_a_403_and_nothing_is_published(api, a
     assert (status, body) == (403, {"detail": f"user 'auto:alice' may not run cmd.run on '{MINION}' "
                                               "(not allowed by external_auth or publisher_acl)"})
     status, body = call(api, "POST", f"/dongle/devices/{OTHER}/execute/", bob, "Bearer", body={"command": "test.ping"})
-    assert status == 403 and "'bob' may not run test.ping" in body["detail"]
+    assert status == 403 and "'auto:bob' may not run test.ping" in body["detail"]
     assert record_count(api_run) == before
     published = [e for e in event_listener.get_events([(api_master.id, "salt/job/*/new")], after_time=since)
                  if e.data.get("fun") in ("cmd.run", "test.ping") and e.data.get("tgt") in (MINION, OTHER)]
