@@ -36,20 +36,3 @@ def _no_deferred_salt_log_dump():
     for handler in deferred:
         logging.root.addHandler(handler)
 
-
-@pytest.fixture(scope="session")
-def salt_factories_default_root_dir():
-    """Where salt-factories puts daemons' dirs and its generated CLI scripts: one
-    directory per checkout and interpreter. The plugin's default (``$TMPDIR``,
-    i.e. /tmp) is shared by every checkout on the machine, so runs from two
-    worktrees (or two Salt venvs) overwrote each other's /tmp/scripts and
-    started daemons with the other's code. Short, for AF_UNIX socket paths."""
-    import hashlib  # pylint: disable=import-outside-toplevel
-    import pathlib  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
-    import tempfile  # pylint: disable=import-outside-toplevel
-
-    tag = hashlib.sha1(f"{pathlib.Path(__file__).resolve().parent}|{sys.prefix}".encode()).hexdigest()[:8]
-    root = pathlib.Path(tempfile.gettempdir()).resolve() / f"sf-{tag}"
-    root.mkdir(mode=0o700, exist_ok=True)
-    return root
