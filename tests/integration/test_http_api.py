@@ -149,13 +149,16 @@ class LocalfsTokens:
         with open(os.path.join(self.token_dir, token), "wb") as handle:
             handle.write(salt.payload.dumps(data))
 
+    def flush(self, bank, token):
+        assert bank == "tokens"
+        os.remove(os.path.join(self.token_dir, token))
+
 
 def token_store(master):
     """Salt's own eauth token store, as this release keeps it: a ``salt.cache``
     bank on 3008 (``eauth_tokens.cache_driver``), token files before."""
-    driver = master.config.get("eauth_tokens.cache_driver")
-    if driver:
-        return salt.cache.factory(master.config, driver=driver)
+    if "eauth_tokens.cache_driver" in master.config:  # 3008 has the key; None means the master's cache driver
+        return salt.cache.factory(master.config, driver=master.config["eauth_tokens.cache_driver"])
     return LocalfsTokens(master.config)
 
 
