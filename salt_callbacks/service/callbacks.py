@@ -19,7 +19,7 @@ from salt_callbacks.delivery.guard import AddressGuard
 from salt_callbacks.exceptions import AccessDeniedError, InputError, NoMinionsError, NotFoundError
 from salt_callbacks.model import validation
 from salt_callbacks.model.records import NOTHING_SENT, Record
-from salt_callbacks.service.access import RecordAccess, as_caller
+from salt_callbacks.service.access import Caller, RecordAccess, as_caller
 from salt_callbacks.webhook.payload import State
 from salt_callbacks.webhook.signing import signer_for
 
@@ -39,6 +39,16 @@ class CallbackService:
         self._guard = AddressGuard(config.allow_networks)
         self.access = RecordAccess(getattr(config, "admins", ()), trusted=permissions is None)
 
+    def _caller(self, user):
+        """``user`` as a ``Caller``. A plain name is accepted only from trusted
+        in-process callers (no permissions to check): with permissions, who the
+        caller is (system or eauth user, which backend) must be said, never guessed."""
+        if isinstance(user, Caller):
+            return user
+        if self.permissions is not None:
+            raise TypeError(f"a Caller is needed to check permissions, got {type(user).__name__}")
+        return as_caller(user)
+
     # -- execute ------------------------------------------------------------
 
     def execute(self, user, request, signer=None):
@@ -51,7 +61,7 @@ class CallbackService:
         webhooks; by default the caller's secret under ``callbacks:secrets``
         (else ``default``). The HTTP API passes the caller's sealed token.
         """
-        caller = as_caller(user)
+        caller = self._caller(user)
         user = caller.name
         device_id = validation.device_id(request.device_id)
         command = validation.function_name(request.command)
@@ -121,13 +131,13 @@ class CallbackService:
     # -- reading -------------------------------------------------------------
 
     def _may_see(self, user):
-        return None if self.permissions is None else self.permissions.visible_devices(as_caller(user))
+        return None if self.permissions is None else self.permissions.visible_devices(self._caller(user))
 
     def get(self, user, device_id, jid):
         """The view of one record ``user`` may read (``RecordAccess``); ``NotFoundError``
         when missing, expired or on a device the caller may not see: a record the
         caller may not read is one that does not exist for them."""
-        return self.access.view(as_caller(user), self._record(user, device_id, jid), self.config.retention)
+        return self.access.view(self._caller(user), self._record(user, device_id, jid), self.config.retention)
 
     def _record(self, user, device_id, jid):
         # Both keys checked before anything else: a key is joined into a store
@@ -164,7 +174,7 @@ class CallbackService:
                 return False
             return state is None or record.public_state() == state
 
-        caller = as_caller(user)
+        caller = self._caller(user)
         return [self.access.view(caller, r, retention) for r in self.store.recent(device_id, limit, keep)]
 
     # -- redeliver ------------------------------------------------------------
@@ -175,6 +185,6 @@ class CallbackService:
         if not view["deliveries"]:
             raise InputError("jid", f"nothing has been sent for job {jid} on {device_id} yet: nothing to redeliver")
         latest = view["deliveries"][-1]
-        self.publisher.request_redelivery(view["jid"], view["device_id"], as_caller(user).principal)
+        self.publisher.request_redelivery(view["jid"], view["device_id"], self._caller(user).principal)
         return {"jid": view["jid"], "device_id": view["device_id"], "state": latest["state"],
                 "delivery_id": latest["delivery_id"], "redelivery": "queued"}

@@ -160,7 +160,7 @@ class DeliveriesPage:
         if outcome is not None and outcome not in views.OUTCOMES:
             raise InputError("outcome", f"must be one of {', '.join(views.OUTCOMES)}, got {outcome!r}")
         limit = _bounded_int("limit", query.get("limit"), 100, MAX_LIST)
-        found = await _blocking(self.service.callbacks.list_records, identity.user, query.get("device") or None,
+        found = await _blocking(self.service.callbacks.list_records, identity.caller, query.get("device") or None,
                                 query.get("state") or None, MAX_LIST if outcome else limit)
         rows = [views.row(view) for view in found]
         if outcome is not None:
@@ -169,20 +169,20 @@ class DeliveriesPage:
 
     async def callback(self, request):
         identity = await self._identity(request)
-        view = await _blocking(self.service.callbacks.get, identity.user, request.match_info["device_id"],
+        view = await _blocking(self.service.callbacks.get, identity.caller, request.match_info["device_id"],
                                request.match_info["jid"])
         return web.json_response(views.detail(view))
 
     async def redeliver(self, request):
         identity = await self._identity(request, post=True)
-        queued = await _blocking(self.service.callbacks.redeliver, identity.user, request.match_info["device_id"],
+        queued = await _blocking(self.service.callbacks.redeliver, identity.caller, request.match_info["device_id"],
                                  request.match_info["jid"])
         return web.json_response(queued, status=202)
 
     async def stats(self, request):
         identity = await self._identity(request)
         hours = _bounded_int("hours", request.query.get("hours"), 6, views.MAX_HOURS)
-        found = await _blocking(self.service.callbacks.list_records, identity.user, None, None, STATS_RECORDS)
+        found = await _blocking(self.service.callbacks.list_records, identity.caller, None, None, STATS_RECORDS)
         return web.json_response(views.stats(found, self.clock(), hours))
 
 

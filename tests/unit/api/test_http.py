@@ -65,7 +65,7 @@ def parse_cli_args(tokens):
 
 
 class ApiRig:
-    def __init__(self, page_size=100):
+    def __init__(self, page_size=100, **api_options):
         self.clock = FakeClock()
         self.config = make_config()
         self.backend = DictBackend()
@@ -88,7 +88,8 @@ class ApiRig:
 
         callbacks = CallbackService(self.config, self.store, self.publisher, FakePermissions(), clock=self.clock)
         service = ApiService(callbacks, lambda: list(DEVICES), self.sealer, parse_cli_args, login, page_size=page_size)
-        self.api = CallbacksApi(service, Authenticator(lookup, {"auto"}, token_pattern("sha256"), clock=self.clock))
+        self.api = CallbacksApi(service, Authenticator(lookup, {"auto"}, token_pattern("sha256"), clock=self.clock),
+                                **api_options)
 
     def session(self, scenario):
         async def main():

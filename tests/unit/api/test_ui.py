@@ -18,6 +18,7 @@ from tests.unit.api.test_http import ApiRig
 
 CREDENTIALS = {("alice", "pw", "auto"): "a1" * 32, ("bob", "pw", "auto"): "b0" * 32}
 SECRET_URL = "https://user:hunter2@receiver.example.com/hook?token=abc"
+ALICE_AUTO = "auto:alice"  # the records' creator (service.access): alice sees them in full
 
 
 class UiRig(ApiRig):
@@ -25,12 +26,12 @@ class UiRig(ApiRig):
         super().__init__()
         self.api.service._login = lambda u, p, e: CREDENTIALS.get((u, p, e))  # pylint: disable=protected-access
         self.redeliveries = []
-        self.publisher.request_redelivery = lambda jid, device: self.redeliveries.append((jid, device))
+        self.publisher.request_redelivery = lambda jid, device, *who: self.redeliveries.append((jid, device))
         schedule = RetrySchedule.from_config(self.config)
         now = self.clock.now
-        self.failed = self.attempted(make_record(1, "dev1", created=now - 120, url=SECRET_URL), 500, schedule)
-        self.delivered = self.attempted(make_record(2, "dev2", created=now - 60), 200, schedule)
-        self.waiting = make_record(3, "dev1", created=now - 30)
+        self.failed = self.attempted(make_record(1, "dev1", created=now - 120, url=SECRET_URL, creator=ALICE_AUTO), 500, schedule)
+        self.delivered = self.attempted(make_record(2, "dev2", created=now - 60, creator=ALICE_AUTO), 200, schedule)
+        self.waiting = make_record(3, "dev1", created=now - 30, creator=ALICE_AUTO)
         for record in (self.failed, self.delivered, self.waiting):
             self.store.add_job(record.jid, [record], record.created)
 
