@@ -81,7 +81,7 @@ async def _engine_main(opts, config):
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
     asyncio.get_running_loop().create_task(LoopLagProbe().run(should_exit))  # logs the loop's longest stalls
-    bus.listen(engine.on_event, BusGapHandler(engine, should_exit, health=health))
+    bus.listen(engine.on_event, BusGapHandler(engine, should_exit, health=health), wanted=engine.wants)
     health.bus_subscribed = True
     await start_with_backoff(engine, should_exit)
     health.started = True

@@ -39,13 +39,22 @@ class MasterBus:
         del loop  # the running loop is the one the IOLoop below wraps
         self._event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True, io_loop=_bus_ioloop())
 
-    def listen(self, on_event, on_gap=None):
+    def listen(self, on_event, on_gap=None, wanted=None):
         """Call ``on_event(tag, data)`` for every event, and ``on_gap()`` after
         the publisher dropped this subscriber (it reconnects by itself, but
-        what was published meanwhile is gone)."""
+        what was published meanwhile is gone). ``wanted(tag)``: decode only
+        the events it says yes to (Salt's publisher has no subscription
+        filter: the engine's own announcements come back, one per webhook)."""
         unpack = salt.utils.event.SaltEvent.unpack
+        tagend = salt.utils.event.TAGEND.encode()
 
         async def handle(raw):
+            if wanted is not None and isinstance(raw, bytes):
+                try:
+                    if not wanted(raw.partition(tagend)[0].decode("utf-8")):
+                        return  # the tag alone says it: skip decoding the data
+                except UnicodeDecodeError:
+                    pass  # let unpack say what is wrong with it
             try:
                 tag, data = unpack(raw)
             except Exception:  # boundary: an undecodable message is skipped, not fatal

@@ -204,6 +204,11 @@ class CallbackEngine:
 
     # -- events -----------------------------------------------------------
 
+    @staticmethod
+    def wants(tag):
+        """Would ``on_event`` act on an event with this tag? (The bus skips decoding the rest.)"""
+        return events.parse(tag) is not None
+
     def on_event(self, tag, data):
         """Handle one master bus event. Never raises: a bad event is logged and skipped."""
         if self._stopping:
