@@ -47,9 +47,11 @@ log = logging.getLogger(__name__)
 #: Seconds between flushes: how stale the store may be, and how long a change
 #: may wait to be coalesced with the next one.
 FLUSH_INTERVAL = 0.1
-#: Longest a lazy mark waits (seconds) for a change to be written with: about
-#: how long an attempt may queue and run while receivers keep up.
-LAZY_HOLD = 2.0
+#: Longest a lazy mark waits (seconds) for a change to be written with: how
+#: long an attempt may queue and run under load (a burst queues thousands of
+#: attempts for seconds; held shorter, each would cost a second write, and a
+#: slower engine queues longer still).
+LAZY_HOLD = 10.0
 #: Longest stretch (seconds) the writer holds the loop before letting events through.
 SLICE = 0.005
 #: Longest wait between flushes while the store keeps failing.
