@@ -51,7 +51,13 @@ def build_store(opts, config):
     ``callbacks: redis:`` (timeouts, Sentinel, TLS), in the driver's layout;
     else the configured ``salt.cache`` driver."""
     if store_driver(opts, config) == "redis":
-        return build_redis_store(opts, config)
+        if cache.redis_driver_layout() == "hashes":
+            return build_redis_store(opts, config)
+        # Salt 3006/3007 keep another layout, which RedisStore does not read: stay on
+        # Salt's driver so records written so far are still found (no timeouts, no Sentinel).
+        log.warning("callbacks: this Salt's redis cache driver keeps the pre-3008 key layout; the callback store "
+                    "stays on it (cache.redis.* settings, no socket timeouts or Sentinel); the claims use "
+                    "callbacks:redis")
     return SaltCacheStore(cache.cache_backend(opts, config.cache))
 
 
