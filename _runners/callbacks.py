@@ -29,7 +29,8 @@ def __virtual__():
 
 
 def _caller():
-    # Salt injects __user__ (the eauth or system user who called the runner).
+    # Salt injects __user__ (the eauth or system user who called the runner);
+    # factory.runner_caller tells which of the two it is.
     return globals().get("__user__") or "UNKNOWN"
 
 
@@ -41,7 +42,7 @@ def _call(use_case):
     from salt_callbacks.exceptions import CallbackError  # pylint: disable=import-outside-toplevel
 
     try:
-        return use_case(factory.build_service(__opts__), _caller())
+        return use_case(factory.build_service(__opts__), factory.runner_caller(__opts__, _caller()))
     except CallbackError as exc:
         log.info("callbacks runner refused a request: %s", exc)
         __context__["retcode"] = INVALID_REQUEST

@@ -55,6 +55,7 @@ KEYS = {
         "Redis for the store and the claims: a mapping of " + ", ".join(REDIS_KEYS)
         + "; none: the master's cache.redis.* settings",
     ),
+    "admins": ([], "callers who see every record in full: 'name' (system user, salt-run) or 'backend:name' (eauth user)"),
 }
 
 COORDINATION_MODES = ("auto", "local", "redis")
@@ -88,6 +89,7 @@ class CallbacksConfig:
     metrics_port: int | None = None
     metrics_host: str = KEYS["metrics_host"][0]
     redis: RedisSettings | None = None  # None: the master's cache.redis.* settings
+    admins: tuple = ()
 
     def __repr__(self):
         # Secrets never reach a log line, even through a debug repr of the config.
@@ -146,6 +148,7 @@ class CallbacksConfig:
         values["metrics_host"] = _host("metrics_host", get("metrics_host"), problems)
         redis = get("redis")
         values["redis"] = None if redis is None else settings_from_block(redis, problems)
+        values["admins"] = _admins(get("admins"), problems)
         if problems:
             raise ConfigError(problems)
         return cls(**values), unknown
@@ -280,3 +283,17 @@ def _networks(value, problems):
         except ValueError:
             problems.append(f"callbacks:allow_networks[{index}] is not a CIDR: {cidr!r}")
     return tuple(networks)
+
+
+def _admins(value, problems):
+    if not isinstance(value, (list, tuple)):
+        problems.append(f"callbacks:admins must be a list of 'name' or 'backend:name', got {value!r}")
+        return ()
+    admins = []
+    for index, entry in enumerate(value):
+        backend, sep, name = entry.partition(":") if isinstance(entry, str) else ("", "", "")
+        if not isinstance(entry, str) or not entry.strip() or entry != entry.strip() or (sep and not (backend and name)):
+            problems.append(f"callbacks:admins[{index}] must be 'name' or 'backend:name' (e.g. pam:alice), got {entry!r}")
+        else:
+            admins.append(entry)
+    return tuple(admins)

@@ -99,7 +99,14 @@ def build_store(opts, config):
     if kind == "embedded":
         return EmbeddedStore(store_path(opts, config), owner=opts.get("user"))
     if kind == "redis":
-        return build_redis_store(opts, config)
+        if cache.redis_driver_layout() == "hashes":
+            return build_redis_store(opts, config)
+        # Salt 3006/3007 keep another layout, which RedisStore does not read: stay on
+        # Salt's driver so records written so far are still found (no timeouts, no Sentinel).
+        log.warning("callbacks: this Salt's redis cache driver keeps the pre-3008 key layout; the callback store "
+                    "stays on it (cache.redis.* settings, no socket timeouts or Sentinel); the claims use "
+                    "callbacks:redis")
+        return SaltCacheStore(cache.cache_backend(opts, "redis"))
     return SaltCacheStore(cache.cache_backend(opts, store_driver(opts, config)))
 
 
@@ -253,6 +260,7 @@ def build_service(opts, who="callbacks runner"):
 
 
 parse_cli_args = cli.parse_cli_args
+runner_caller = acl.runner_caller  # who called a runner function: (opts, __user__) -> Caller
 
 
 # -- the HTTP API (salt-api module callbacks_api) ----------------------------------

@@ -87,7 +87,7 @@ async def _engine_main(opts, config):
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
     asyncio.get_running_loop().create_task(LoopLagProbe().run(should_exit))  # logs the loop's longest stalls
-    bus.listen(engine.on_event, BusGapHandler(engine, should_exit, health=health))
+    bus.listen(engine.on_event, BusGapHandler(engine, should_exit, health=health), wanted=engine.wants)
     health.bus_subscribed = True
     await start_with_backoff(engine, should_exit)
     health.started = True
@@ -134,6 +134,7 @@ def run_api(opts):
     """Serve the HTTP API until SIGTERM/SIGINT."""
     from salt_callbacks.api import http  # pylint: disable=import-outside-toplevel
     from salt_callbacks.api.auth import token_pattern  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.api.ui import routes as ui_routes  # pylint: disable=import-outside-toplevel
     from salt_callbacks.exceptions import CallbackError  # pylint: disable=import-outside-toplevel
     from salt_callbacks.redact import TokenRedactingFilter  # pylint: disable=import-outside-toplevel
 
@@ -149,6 +150,8 @@ def run_api(opts):
         return
 
     async def serve():
-        await http.serve(api.app(), api_config.host, api_config.port, tls, _stop_event())
+        app = api.app()
+        ui_routes.install(app, api, eauth_backends=(opts.get("external_auth") or {}).keys())  # the /ui/ page
+        await http.serve(app, api_config.host, api_config.port, tls, _stop_event())
 
     asyncio.run(serve())

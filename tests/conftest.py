@@ -35,3 +35,4 @@ def _no_deferred_salt_log_dump():
     yield
     for handler in deferred:
         logging.root.addHandler(handler)
+

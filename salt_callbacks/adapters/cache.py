@@ -5,6 +5,15 @@ import contextlib
 import salt.cache
 
 
+def redis_driver_layout():
+    """``"hashes"`` when the installed Salt's redis cache driver keeps a bank as one
+    hash (``$KEYS_<bank>/``, Salt 3008), the layout ``RedisStore`` reads and writes;
+    ``"keys"`` for the older one key per entry (``$KEY_<bank>/<key>``, Salt 3006/3007)."""
+    import salt.cache.redis_cache  # pylint: disable=import-outside-toplevel
+
+    return "hashes" if hasattr(salt.cache.redis_cache, "_KEYS_PREFIX") else "keys"
+
+
 def cache_backend(opts, driver=None):
     """The ``salt.cache`` object the callback store writes through (on
     localfs, with the fast path below for its two hot calls)."""

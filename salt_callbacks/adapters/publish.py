@@ -38,9 +38,11 @@ class SaltPublisher:
         """Tell the engine that ``jid``'s records changed after it was published."""
         fire_master_event(self.opts, events.registered(jid), {"jid": jid})
 
-    def request_redelivery(self, jid, device_id):
-        """Ask the engine to send the latest payload of a record once more."""
-        fire_master_event(self.opts, events.redeliver(jid, device_id), {"jid": jid, "device_id": device_id})
+    def request_redelivery(self, jid, device_id, requested_by=None):
+        """Ask the engine to send the latest payload of a record once more
+        (``requested_by``: who asked, kept in the record's ``redeliveries``)."""
+        fire_master_event(self.opts, events.redeliver(jid, device_id),
+                          {"jid": jid, "device_id": device_id, "requested_by": requested_by})
 
 
 def fire_master_event(opts, tag, data):

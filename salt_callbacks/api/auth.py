@@ -17,6 +17,7 @@ import re
 import time
 
 from salt_callbacks.exceptions import AuthenticationError
+from salt_callbacks.service.access import Caller
 
 SCHEMES = ("apitoken", "bearer")  # compared case-insensitively, as DRF does
 
@@ -57,6 +58,12 @@ class Identity:
     eauth: str
     expire: float
     token: str = dataclasses.field(repr=False)
+    groups: tuple = ()  # the groups the eauth backend reported at login (for ``name%`` ACL entries)
+
+    @property
+    def caller(self):
+        """The caller as the permission and visibility rules know it: this backend's user."""
+        return Caller.eauth(self.user, self.eauth, self.groups)
 
 
 class Authenticator:
@@ -81,4 +88,6 @@ class Authenticator:
             raise AuthenticationError(INVALID)
         if isinstance(expire, bool) or not isinstance(expire, (int, float)) or expire <= self._clock():
             raise AuthenticationError(EXPIRED)
-        return Identity(user=name, eauth=eauth, expire=float(expire), token=token)
+        groups = data.get("groups")
+        groups = tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, (list, tuple)) else ()
+        return Identity(user=name, eauth=eauth, expire=float(expire), token=token, groups=groups)

@@ -77,7 +77,7 @@ class ApiService:
         size = _page_number("page_size", page_size, self.page_size, MAX_PAGE_SIZE, errors)
         if errors:
             raise FieldErrors(errors)
-        visible = self.permissions.visible_devices(identity.user)
+        visible = self.permissions.visible_devices(identity.caller)
         ids = sorted(d for d in self._accepted_devices() if visible(d))
         pages = max(1, math.ceil(len(ids) / size))
         if page > pages:
@@ -108,7 +108,7 @@ class ApiService:
         device = self._device(device_id)
         if not isinstance(jid, str) or not JID_RE.fullmatch(jid):
             raise NotFoundError(device, jid)
-        return self.callbacks.get(identity.user, device, jid)
+        return self.callbacks.get(identity.caller, device, jid)
 
     # -- helpers ------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class ApiService:
     def _execute(self, identity, request, body):
         # Sealed before anything is stored: the record never holds the token itself.
         signer = self._sealer.seal(identity.token) if body.get("callback_url") is not None else None
-        return self.callbacks.execute(identity.user, request, signer=signer)
+        return self.callbacks.execute(identity.caller, request, signer=signer)
 
     def _device(self, device_id):
         """``device_id`` as one accepted minion id; anything else does not exist here."""

@@ -17,7 +17,7 @@ import urllib.parse
 
 from salt_callbacks.exceptions import SigningError
 from salt_callbacks.model.records import AttemptResult
-from salt_callbacks.webhook.signing import fingerprint, signed_headers
+from salt_callbacks.webhook.signing import AUTOPI_SIGNATURE_HEADER, SIGNATURE_HEADER, fingerprint, signed_headers
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class Dispatcher:
                     result = AttemptResult(status=None, error=str(exc))
                 else:
                     result = await self.transport.post(record.url, body, headers, self._timeout)
+                    # What a receiver got to check, kept with the attempt (deliveries page): never a key.
+                    result = AttemptResult(result.status, result.error, result.excerpt, result.retry_after,
+                                           {AUTOPI_SIGNATURE_HEADER: headers[AUTOPI_SIGNATURE_HEADER],
+                                            SIGNATURE_HEADER: headers[SIGNATURE_HEADER]})
         finally:
             # The semaphore is forgotten when no attempt uses it, so many one-off hosts leak nothing.
             entry[1] -= 1

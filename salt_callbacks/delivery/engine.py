@@ -38,7 +38,7 @@ from salt_callbacks.delivery.writer import RecordWriter
 from salt_callbacks.exceptions import CallbackError, ClaimError, StoreError
 from salt_callbacks.ha.coordinator import LocalCoordinator
 from salt_callbacks.metrics.null import NULL_METRICS
-from salt_callbacks.model.records import Phase, Status
+from salt_callbacks.model.records import Phase, Status, redelivery_requester
 from salt_callbacks.model.retry import Outcome, RetrySchedule
 from salt_callbacks.redact import redact_url
 from salt_callbacks.webhook.payload import TRIMMED, was_trimmed
@@ -200,11 +200,16 @@ class CallbackEngine:
             label = events.job_return(jid, device_id)
             self._guarded(label, lambda: self.accept_return(jid, device_id, message["data"]))
         elif kind == "redeliver":
-            self._guarded(events.redeliver(jid, device_id), lambda: self.on_redeliver(jid, device_id))
+            self._guarded(events.redeliver(jid, device_id), lambda: self.on_redeliver(jid, device_id, message.get("data")))
         else:
             log.error("callbacks: ignoring a hand-over message of kind %r", kind)
 
     # -- events -----------------------------------------------------------
+
+    @staticmethod
+    def wants(tag):
+        """Would ``on_event`` act on an event with this tag? (The bus skips decoding the rest.)"""
+        return events.parse(tag) is not None
 
     def on_event(self, tag, data):
         """Handle one master bus event. Never raises: a bad event is logged and skipped."""
@@ -230,7 +235,7 @@ class CallbackEngine:
         elif tag.kind == events.REGISTERED:
             self.on_job_changed(tag.jid)
         elif tag.kind == events.REDELIVER:
-            self.on_redeliver(tag.jid, tag.device_id)
+            self.on_redeliver(tag.jid, tag.device_id, data)
 
     def _guarded(self, label, action, replaying=False):
         """Run one event's handling. A store or claims outage holds it for replay
@@ -298,14 +303,14 @@ class CallbackEngine:
             self.track(record)
         log.info("callbacks: job %s registered from its metadata for %d minion(s)", jid, len(records))
 
-    def on_redeliver(self, jid, device_id):
-        # A record another master holds is handed over to it by the coordinator.
+    def on_redeliver(self, jid, device_id, request=None):
+        requested_by = redelivery_requester(request)  # a record another master holds is handed over to it
         record = self.live.get((jid, device_id)) or self.coordinator.claimed_record(
-            jid, device_id, "redeliver", keep_finished=True)
+            jid, device_id, "redeliver", data={"requested_by": requested_by}, keep_finished=True)
         if record is None:
             log.warning("callbacks: redelivery of %s on %s asked for, but there is no such record", jid, device_id)
             return
-        delivery = record.redeliver(self.clock())
+        delivery = record.redeliver(self.clock(), requested_by)
         if delivery is None:
             log.warning("callbacks: redelivery of %s on %s asked for, but nothing was sent yet", jid, device_id)
             return
@@ -344,7 +349,9 @@ class CallbackEngine:
                         "max_event_size; it is delivered as %r. Raise max_event_size to deliver larger results",
                         jid, device_id, TRIMMED)
         self.live[record.key] = record
-        self.writer.mark(record)
+        # Lazy: the return is durable in Salt's job cache, so its write may wait
+        # for the attempt's outcome and go to the store with it, as one write.
+        self.writer.mark(record, lazy=True)
         log.info("callbacks: %s returned for job %s; sending COMMAND_EXECUTED", device_id, jid)
         self._start(record, delivery)  # the return is durable in Salt's job cache already
 

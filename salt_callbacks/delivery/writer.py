@@ -22,6 +22,11 @@ Batching: the store's ``save_many`` takes ``store.write_batch`` records at a
 time (one SQLite transaction each for the embedded store, so a commit is paid
 per batch, not per record).
 
+A state that is durable elsewhere (a return: Salt's job cache has it) is
+marked *lazy*: it waits up to ``LAZY_HOLD`` for the attempt's outcome and is
+written with it, so a webhook costs one write; a crash meanwhile costs
+nothing the start's read of the job cache does not bring back.
+
 Ordering: one flush at a time, records written in the order they became
 dirty. ``call(func)`` runs a slow store function (a sweep) in a thread, off
 the loop; it touches only records the engine no longer holds.
@@ -34,6 +39,7 @@ the store was down) and the record stays dirty, retried with backoff.
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import time
@@ -45,6 +51,11 @@ log = logging.getLogger(__name__)
 #: Seconds between flushes: how stale the store may be, and how long a change
 #: may wait to be coalesced with the next one.
 FLUSH_INTERVAL = 0.1
+#: Longest a lazy mark waits (seconds) for a change to be written with: how
+#: long an attempt may queue and run under load (a burst queues thousands of
+#: attempts for seconds; held shorter, each would cost a second write, and a
+#: slower engine queues longer still).
+LAZY_HOLD = 10.0
 #: Longest stretch (seconds) the writer holds the loop before letting events through.
 SLICE = 0.005
 #: Longest wait between flushes while the store keeps failing.
@@ -54,14 +65,19 @@ DRAIN_PASSES = 50
 
 
 class RecordWriter:
-    def __init__(self, store, interval=FLUSH_INTERVAL, on_written=None, on_failed=None):
+    def __init__(self, store, interval=FLUSH_INTERVAL, hold=LAZY_HOLD, on_written=None, on_failed=None):
         """``on_written(records)`` / ``on_failed(records)`` run on the loop after
         each flush with the records it wrote / could not write (bodies.py)."""
         self._store = store
         self._on_written = on_written
         self._on_failed = on_failed
         self._interval = interval
+        self._hold = hold
         self._dirty = {}  # record key -> Record, latest state to write
+        # Lazy marks (nothing waits on them), oldest first: key -> (record,
+        # monotonic time marked); written once ``LAZY_HOLD`` old, unless a
+        # change comes first and takes them into ``_dirty``.
+        self._lazy = collections.OrderedDict()
         self._waiters = {}  # record key -> [callback], run once that state is written
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="callbacks-sweep")
         self._lock = None  # asyncio.Lock, made on the running loop
@@ -72,21 +88,44 @@ class RecordWriter:
 
     # -- what the engine calls ---------------------------------------------
 
-    def mark(self, record, then=None):
-        """Write ``record`` with the next flush; then call ``then()`` on the loop."""
-        self._dirty[record.key] = record
+    def mark(self, record, then=None, lazy=False):
+        """Write ``record`` with the next flush; then call ``then()`` on the loop.
+
+        ``lazy``: nothing relies on this state being written soon (it is
+        durable elsewhere: a return is in Salt's job cache), so it may wait
+        up to ``LAZY_HOLD`` seconds, and the change that comes meanwhile (the
+        attempt's outcome) is written with it: one write, not two."""
+        key = record.key
+        if lazy and then is None and key not in self._dirty:
+            held = self._lazy.get(key)
+            self._lazy[key] = (record, time.monotonic() if held is None else held[1])
+            return
+        self._dirty[key] = record
+        self._lazy.pop(key, None)
         if then is not None:
-            self._waiters.setdefault(record.key, []).append(then)
+            self._waiters.setdefault(key, []).append(then)
 
     def forget(self, key):
         """Drop a record's pending write (it is being removed from the store),
         including one in the flush under way."""
         self._dirty.pop(key, None)
+        self._lazy.pop(key, None)
         self._waiters.pop(key, None)
         self._forgotten.add(key)
 
     def pending(self):
-        return len(self._dirty)
+        return len(self._dirty) + len(self._lazy)
+
+    def _ripen(self, everything=False):
+        """Lazy marks held ``LAZY_HOLD`` (or all of them) join the records to write now."""
+        cutoff = time.monotonic() - self._hold
+        lazy = self._lazy
+        while lazy:
+            key, (record, marked) = next(iter(lazy.items()))
+            if marked > cutoff and not everything:
+                break  # oldest first: the rest are younger
+            lazy.popitem(last=False)
+            self._dirty.setdefault(key, record)
 
     async def call(self, func, *args):
         """Run a slow store function in a thread of its own, off the loop."""
@@ -106,11 +145,13 @@ class RecordWriter:
             except Exception:  # boundary: the writer must outlive any one batch
                 log.error("callbacks: writing records failed", exc_info=True)
 
-    async def flush(self):
-        """Write everything dirty now; returns how many records were written."""
+    async def flush(self, everything=False):
+        """Write everything dirty now (``everything``: lazy marks too); returns
+        how many records were written."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            self._ripen(everything)
             if not self._dirty:
                 return 0
             batch = list(self._dirty.values())
@@ -195,11 +236,11 @@ class RecordWriter:
     async def drain(self, passes=DRAIN_PASSES):
         """Flush until nothing is dirty (or ``passes`` flushes failed to get there)."""
         for _ in range(passes):
-            if not self._dirty:
+            if not self.pending():
                 return True
-            if not await self.flush():
-                return not self._dirty  # the store is failing: do not spin
-        return not self._dirty
+            if not await self.flush(everything=True):
+                return not self.pending()  # the store is failing: do not spin
+        return not self.pending()
 
     def close(self):
         self._executor.shutdown(wait=True)

@@ -207,7 +207,9 @@ class RedisCoordinator:
             # Their final write may have failed with the backend: write them again first.
             pending = dict(self._resave)
             store = self._host.store
-            await self._off_loop(lambda: [store.save(r) for r in pending.values() if r is not None])
+            records = [r for r in pending.values() if r is not None]
+            save_many = getattr(store, "save_many", None)  # on Redis: one round trip
+            await self._off_loop(lambda: save_many(records) if save_many else [store.save(r) for r in records])
             for key in pending:
                 self._resave.pop(key, None)
         if not self._to_release:

@@ -136,7 +136,7 @@ class TimedStore:
             self._histogram.observe(time.perf_counter() - start)
 
     def save_many(self, records):
-        # The engine's writer writes in batches: each record is observed at its share of the batch.
+        """A network store's batch (one round trip): each record counts the batch's time over its size."""
         records = list(records)
         start = time.perf_counter()
         try:

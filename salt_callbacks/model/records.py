@@ -83,6 +83,12 @@ EXCERPT_CHARS = 512
 SCHEMA = 1
 
 
+def redelivery_requester(request):
+    """Who asked for a redelivery (a caller's principal), from the request's data; None when unnamed."""
+    who = request.get("requested_by") if isinstance(request, dict) else None
+    return who if isinstance(who, str) and who else None
+
+
 def isoformat(ts):
     """ISO 8601 UTC with microseconds and ``Z``, as AutoPi's API shows it."""
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -125,6 +131,7 @@ class AttemptResult:
     error: str | None = None
     excerpt: str = ""
     retry_after: float | None = None
+    signatures: dict | None = None  # the signature headers sent (never a key), for the record
 
 
 # slots: 100k waiting records must fit in the engine's memory target.
@@ -137,11 +144,15 @@ class Record:
     timeout: int
     command: dict
     signer: str  # name of the secret under callbacks:secrets that signs this record
-    user: str  # the Salt user who asked for the callback
+    user: str  # the Salt user who asked for the callback (its name: it picks the signing secret)
+    # Who made the record, as ``callbacks: admins`` names callers (``alice``, ``pam:alice``);
+    # None for records made before it was kept, or registered from job metadata.
+    creator: str | None = None
     timeout_task_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
     phase: str = Phase.WAITING
     deliveries: list = dataclasses.field(default_factory=list)
     sent_requests: list = dataclasses.field(default_factory=list)
+    redeliveries: list = dataclasses.field(default_factory=list)  # who asked, when, for which payload
 
     @property
     def key(self):
@@ -229,6 +240,8 @@ class Record:
             entry["error"] = result.error
         if result.excerpt:
             entry["response_excerpt"] = result.excerpt[:EXCERPT_CHARS]
+        if result.signatures:
+            entry["signatures"] = dict(result.signatures)
         self.sent_requests.append(entry)
 
         if outcome == Outcome.DELIVERED:
@@ -256,9 +269,10 @@ class Record:
         delivery.move(Status.PENDING)
         return Outcome.RETRY
 
-    def redeliver(self, now):
+    def redeliver(self, now, requested_by=None):
         """Send the latest payload once more, as a new attempt. Returns that
-        delivery, or None when nothing has been sent yet (or it expired)."""
+        delivery, or None when nothing has been sent yet (or it expired).
+        ``requested_by`` (who asked, as ``Caller.principal``) is kept in ``redeliveries``."""
         if not self.deliveries:
             return None
         delivery = self.deliveries[-1]
@@ -268,6 +282,8 @@ class Record:
             delivery.move(Status.PENDING)
             delivery.single_attempt = True
         delivery.next_attempt_at = now
+        self.redeliveries.append({"timestamp": isoformat(now), "requested_by": requested_by or "UNKNOWN",
+                                  "state": delivery.state, "delivery_id": delivery.delivery_id})
         return delivery
 
     def drop_pending(self, reason):
@@ -301,6 +317,8 @@ class Record:
             "state": self.public_state(),
             "deliveries": [d.summary() for d in self.deliveries],
             "deadline": isoformat(self.deadline),
+            "creator": self.creator,
+            "redeliveries": [dict(entry) for entry in self.redeliveries],
         }
         if retention is not None:
             view["expires"] = isoformat(self.expires_at(retention))
@@ -313,6 +331,7 @@ class Record:
         data = {name: getattr(self, name) for name in _RECORD_FIELDS}
         data["deliveries"] = [{name: getattr(d, name) for name in _DELIVERY_FIELDS} for d in self.deliveries]
         data["sent_requests"] = list(self.sent_requests)
+        data["redeliveries"] = list(self.redeliveries)
         data["schema"] = SCHEMA
         return data
 
@@ -322,7 +341,7 @@ class Record:
         data.pop("schema", None)
         data["deliveries"] = [Delivery(**d) for d in data.get("deliveries", [])]
         # Many records repeat these strings and commands; share one copy of each.
-        for name in ("url", "signer", "user", "device_id"):
+        for name in ("url", "signer", "user", "creator", "device_id"):
             if isinstance(data.get(name), str):
                 data[name] = sys.intern(data[name])
         data["command"] = _shared_command(data.get("command"))
@@ -350,5 +369,6 @@ def _shared_command(command):
     return shared
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("deliveries", "sent_requests"))
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record)
+                       if f.name not in ("deliveries", "sent_requests", "redeliveries"))
 _DELIVERY_FIELDS = tuple(f.name for f in dataclasses.fields(Delivery))

@@ -3,10 +3,13 @@
 ``publisher`` is anything with ``targets(tgt, tgt_type)``, ``new_jid()``,
 ``publish(tgt, fun, arg, kwarg, tgt_type, returner, jid)``, ``announce(jid)``
 (tell the engine a job's records changed after publishing) and
-``request_redelivery(jid, device_id)``; the Salt one is
-``adapters.publish.SaltPublisher``. ``permissions`` has ``may_run(...)`` and
-``visible_devices(user)`` (``adapters.acl.SaltPermissions``); None means the
-caller is trusted (in-process Python).
+``request_redelivery(jid, device_id, requested_by)``; the Salt one is
+``adapters.publish.SaltPublisher``. ``permissions`` has ``may_run(caller, ...)``
+and ``visible_devices(caller)`` (``adapters.acl.SaltPermissions``); None means
+the caller is trusted (in-process Python).
+
+A caller is a ``service.access.Caller`` (a plain name is taken as a system
+user). What of a record a caller reads is ``service.access.RecordAccess``'s.
 """
 
 import logging
@@ -16,6 +19,7 @@ from salt_callbacks.delivery.guard import AddressGuard
 from salt_callbacks.exceptions import AccessDeniedError, InputError, LimitError, NoMinionsError, NotFoundError
 from salt_callbacks.model import validation
 from salt_callbacks.model.records import NOTHING_SENT, Record
+from salt_callbacks.service.access import Caller, RecordAccess, as_caller
 from salt_callbacks.webhook.payload import State
 from salt_callbacks.webhook.signing import signer_for
 
@@ -33,6 +37,17 @@ class CallbackService:
         self.permissions = permissions
         self.clock = clock
         self._guard = AddressGuard(config.allow_networks)
+        self.access = RecordAccess(getattr(config, "admins", ()), trusted=permissions is None)
+
+    def _caller(self, user):
+        """``user`` as a ``Caller``. A plain name is accepted only from trusted
+        in-process callers (no permissions to check): with permissions, who the
+        caller is (system or eauth user, which backend) must be said, never guessed."""
+        if isinstance(user, Caller):
+            return user
+        if self.permissions is not None:
+            raise TypeError(f"a Caller is needed to check permissions, got {type(user).__name__}")
+        return as_caller(user)
 
     # -- execute ------------------------------------------------------------
 
@@ -46,6 +61,8 @@ class CallbackService:
         webhooks; by default the caller's secret under ``callbacks:secrets``
         (else ``default``). The HTTP API passes the caller's sealed token.
         """
+        caller = self._caller(user)
+        user = caller.name
         device_id = validation.device_id(request.device_id)
         command = validation.function_name(request.command)
         arg = validation.positional_args(request.arg)
@@ -63,8 +80,8 @@ class CallbackService:
         if not minions:
             raise NoMinionsError(device_id, tgt_type)
         if self.permissions is not None and not self.permissions.may_run(
-                user, command, arg, kwarg, device_id, tgt_type, minions):
-            raise AccessDeniedError(user, command, device_id)
+                caller, command, arg, kwarg, device_id, tgt_type, minions):
+            raise AccessDeniedError(caller.principal, command, device_id)
         job = (device_id, command, arg, kwarg, tgt_type, returner)
         if url is None:
             return self._publish(*job, jid=None)
@@ -82,7 +99,7 @@ class CallbackService:
 
         def new_record(minion):
             return Record(jid=jid, device_id=minion, url=url, created=created, timeout=timeout,
-                          command=spec, signer=signer, user=user)
+                          command=spec, signer=signer, user=user, creator=caller.principal)
 
         self.store.add_job(jid, [new_record(m) for m in minions], created)
         try:
@@ -128,13 +145,13 @@ class CallbackService:
     # -- reading -------------------------------------------------------------
 
     def _may_see(self, user):
-        return None if self.permissions is None else self.permissions.visible_devices(user)
+        return None if self.permissions is None else self.permissions.visible_devices(self._caller(user))
 
     def get(self, user, device_id, jid):
-        """The public view of one record; ``NotFoundError`` when missing, expired
-        or on a device the caller may not see: a record the caller may not read
-        is one that does not exist for them."""
-        return self._record(user, device_id, jid).public_view(self.config.retention)
+        """The view of one record ``user`` may read (``RecordAccess``); ``NotFoundError``
+        when missing, expired or on a device the caller may not see: a record the
+        caller may not read is one that does not exist for them."""
+        return self.access.view(self._caller(user), self._record(user, device_id, jid), self.config.retention)
 
     def _record(self, user, device_id, jid):
         # Both keys checked before anything else: a key is joined into a store
@@ -171,8 +188,9 @@ class CallbackService:
                 return False
             return True
 
+        caller = self._caller(user)
         # The state filter goes to the store: an index there, so no match costs no read.
-        return [r.public_view(retention) for r in self.store.recent(device_id, limit, keep, state=state)]
+        return [self.access.view(caller, r, retention) for r in self.store.recent(device_id, limit, keep, state=state)]
 
     # -- redeliver ------------------------------------------------------------
 
@@ -182,6 +200,6 @@ class CallbackService:
         if not view["deliveries"]:
             raise InputError("jid", f"nothing has been sent for job {jid} on {device_id} yet: nothing to redeliver")
         latest = view["deliveries"][-1]
-        self.publisher.request_redelivery(view["jid"], view["device_id"])
+        self.publisher.request_redelivery(view["jid"], view["device_id"], self._caller(user).principal)
         return {"jid": view["jid"], "device_id": view["device_id"], "state": latest["state"],
                 "delivery_id": latest["delivery_id"], "redelivery": "queued"}

@@ -37,8 +37,16 @@ def sdb_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def acl_master(salt_factories, event_listener, sdb_file):
-    api_port = free_port()
+def users_file(tmp_path_factory):
+    """The 'file' eauth backend's users: a second backend beside 'auto'."""
+    path = tmp_path_factory.mktemp("eauth") / "users.txt"
+    path.write_text(f"erin:{PASSWORD}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def acl_master(salt_factories, event_listener, sdb_file, users_file):
+    api_port, callbacks_port = free_port(), free_port()
     factory = start_master(
         salt_factories,
         event_listener,
@@ -50,6 +58,7 @@ def acl_master(salt_factories, event_listener, sdb_file):
             "carol": "sdb://cbsecrets/carol",
             "dave": WHSEC,
         },
+        admins=["auto:carol"],
         salt_overrides={
             "external_auth": {
                 "auto": {
@@ -57,8 +66,16 @@ def acl_master(salt_factories, event_listener, sdb_file):
                     "bob": [{"cb-acl-minion": ["test.*"]}, "@runner"],
                     "carol": ["test.*", "@runner"],
                     "dave": ["test.*", "@runner"],
-                }
+                    # Names Salt treats specially for system users: as eauth users, just their entries.
+                    "root": [{"cb-acl-minion": ["test.ping"]}, "@runner"],
+                    "sudo_x": [{"cb-acl-minion": ["test.arg"]}, "@runner"],
+                    "erin": ["test.ping", "@runner"],
+                },
+                "file": {"^filename": str(users_file), "^filetype": "text", "erin": ["test.arg", "@runner"]},
             },
+            "sudo_acl": True,
+            "publisher_acl": {"bob": ["test.ping"]},
+            "callbacks_api": {"host": "127.0.0.1", "port": callbacks_port, "disable_ssl": True},
             "netapi_enable_clients": ["runner", "local_async"],
             "rest_cherrypy": {"host": "127.0.0.1", "port": api_port, "disable_ssl": True},
             "cbsecrets": {"driver": "yaml", "files": [str(sdb_file)]},
@@ -89,8 +106,8 @@ def acl_run(acl_master, acl_minions):
     return acl_master.salt_run_cli(timeout=60)
 
 
-def login(api, user):
-    response = requests.post(f"{api}/login", json={"username": user, "password": PASSWORD, "eauth": "auto"}, timeout=30)
+def login(api, user, eauth="auto"):
+    response = requests.post(f"{api}/login", json={"username": user, "password": PASSWORD, "eauth": eauth}, timeout=30)
     response.raise_for_status()
     return response.json()["return"][0]["token"]
 
@@ -279,3 +296,133 @@ def test_a_salt_api_local_async_job_with_callback_metadata_is_signed_for_its_pub
     (request,) = receiver.wait_for(path, 1)
     assert request.json["jid"] == jid and request.json["state"] == "COMMAND_EXECUTED"
     assert_verifies(request, ALICE, ALICE.encode("utf-8"))
+
+
+# -- rights by the backend the caller used; no name exempt for eauth callers (issue 14.5) --------
+
+
+@pytest.fixture(scope="module")
+def callbacks_api(acl_master, api):
+    base = f"http://127.0.0.1:{acl_master.config['callbacks_api']['port']}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{base}/dongle/devices/", timeout=5)
+            return base
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "callbacks_api did not answer"
+            time.sleep(0.2)
+
+
+def api_login(base, user, eauth):
+    response = requests.post(f"{base}/auth/login/", json={"username": user, "password": PASSWORD, "eauth": eauth},
+                             timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["token"]
+
+
+def api_execute(base, token, device, command):
+    response = requests.post(f"{base}/dongle/devices/{device}/execute/", json={"command": command},
+                             headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize("name", ["root", "sudo_x"])
+def test_an_eauth_user_named_like_a_privileged_system_user_has_only_their_eauth_rights(api, name):
+    token = login(api, name)
+    allowed = "test.ping" if name == "root" else "test.arg"
+    refused = [call_runner(api, token, "callbacks.execute", device_id=device, command=command)
+               for device, command in (("cb-acl-minion", "cmd.run"), ("cb-acl-other", allowed))]
+    assert all(answer.get("retcode") == 2 and f"may not run" in answer["error"] for answer in refused), refused
+    assert call_runner(api, token, "callbacks.execute", device_id="cb-acl-minion", command=allowed)["minions"] == [
+        "cb-acl-minion"]
+    listed = call_runner(api, token, "callbacks.list", limit=1000)
+    assert {r["device_id"] for r in listed} <= {"cb-acl-minion"}
+
+
+def test_the_http_api_grants_the_rights_of_the_backend_the_caller_logged_in_with(callbacks_api):
+    by_file, by_auto = api_login(callbacks_api, "erin", "file"), api_login(callbacks_api, "erin", "auto")
+    assert api_execute(callbacks_api, by_file, "cb-acl-minion", "test.arg")[0] == 200
+    status, body = api_execute(callbacks_api, by_file, "cb-acl-minion", "test.ping")
+    assert (status, body["detail"].split(" may not")[0]) == (403, "user 'file:erin'")
+    assert api_execute(callbacks_api, by_auto, "cb-acl-minion", "test.ping")[0] == 200
+    assert api_execute(callbacks_api, by_auto, "cb-acl-minion", "test.arg")[0] == 403
+
+
+def test_a_runner_caller_listed_under_two_backends_needs_the_right_under_both(api):
+    # Salt tells a runner the user's name, not the backend: neither backend's extra rights count.
+    for eauth in ("auto", "file"):
+        token = login(api, "erin", eauth)
+        for command in ("test.ping", "test.arg"):
+            answer = call_runner(api, token, "callbacks.execute", device_id="cb-acl-minion", command=command)
+            assert answer.get("retcode") == 2 and "may not run" in answer["error"], answer
+
+
+def sudo_run(acl_run, sudo_user, *args):
+    # salt-run names a root caller who came through sudo sudo_<SUDO_USER>, as sudo would set it.
+    return acl_run.run(*args, env={"SUDO_USER": sudo_user})
+
+
+def test_sudo_acl_limits_a_sudo_caller_of_salt_run_to_their_publisher_acl(acl_run):
+    ok = sudo_run(acl_run, "bob", "callbacks.execute", "cb-acl-other", "test.ping")
+    assert ok.returncode == 0 and ok.data["minions"] == ["cb-acl-other"], ok.stdout
+    refused = sudo_run(acl_run, "bob", "callbacks.execute", "cb-acl-minion", "test.arg", "arg=[1]")
+    assert refused.returncode == 2 and "user 'sudo_bob' may not run test.arg" in refused.stdout
+    nobody = sudo_run(acl_run, "mallory", "callbacks.execute", "cb-acl-minion", "test.ping")
+    assert nobody.returncode == 2 and "may not run test.ping" in nobody.stdout
+    assert "Traceback" not in refused.stdout + refused.stderr + nobody.stdout + nobody.stderr
+
+
+# -- who sees what of a record (issue 14.6) ---------------------------------------------
+
+
+def test_a_record_is_in_full_for_its_creator_and_admins_and_redacted_for_others(api, acl_run, receiver, hook,
+                                                                               callbacks_api):
+    path, url = hook
+    secret_url = url.replace("http://", "http://hookuser:hookpass@") + "?token=query-secret"
+    published = call_runner(api, login(api, "alice"), "callbacks.execute", kwarg={
+        "device_id": "cb-acl-minion", "command": "test.arg", "arg": ["password=hunter2"], "kwarg": {"k": "v"},
+        "callback_url": secret_url})
+    receiver.wait_for(path, 1)
+    jid = published["jid"]
+
+    def full(view):
+        return (view["url"] == secret_url and view["command"]["arg"] == ["password=hunter2"]
+                and view["sent_requests"][0].get("response_excerpt") == "ok" and view["creator"] == "auto:alice")
+
+    assert full(call_runner(api, login(api, "alice"), "callbacks.get", device_id="cb-acl-minion", jid=jid))
+    assert full(call_runner(api, login(api, "carol"), "callbacks.get", device_id="cb-acl-minion", jid=jid))
+    others = [
+        call_runner(api, login(api, "bob"), "callbacks.get", device_id="cb-acl-minion", jid=jid),
+        call_runner(api, login(api, "root"), "callbacks.get", device_id="cb-acl-minion", jid=jid),
+        next(r for r in call_runner(api, login(api, "bob"), "callbacks.list", limit=1000) if r["jid"] == jid),
+        run_ok(acl_run, "callbacks.get", "cb-acl-minion", jid),  # root on the master, not an admin here
+    ]
+    token = api_login(callbacks_api, "erin", "file")
+    response = requests.get(f"{callbacks_api}/dongle/devices/cb-acl-minion/callback/{jid}/",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    others.append(response.json())
+    for view in others:
+        assert view["url"] == url, view
+        assert set(view["command"]) == {"command", "returner"}
+        assert view["sent_requests"] and all("response_excerpt" not in e for e in view["sent_requests"])
+        assert not any(s in repr(view) for s in ("hunter2", "query-secret", "hookpass"))
+
+
+def test_each_redelivery_records_who_asked_for_it(api, acl_run, receiver, hook):
+    path, url = hook
+    published = run_ok(acl_run, "callbacks.execute", "cb-acl-minion", "test.ping", f"callback_url={url}")
+    receiver.wait_for(path, 1)
+    assert call_runner(api, login(api, "bob"), "callbacks.redeliver", device_id="cb-acl-minion",
+                       jid=published["jid"])["redelivery"] == "queued"
+    receiver.wait_for(path, 2)
+    run_ok(acl_run, "callbacks.redeliver", "cb-acl-minion", published["jid"])
+    receiver.wait_for(path, 3)
+    deadline = time.monotonic() + 30
+    while True:
+        record = run_ok(acl_run, "callbacks.get", "cb-acl-minion", published["jid"])
+        if len(record["redeliveries"]) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [r["requested_by"] for r in record["redeliveries"]] == ["auto:bob", "root"]
+    assert record["creator"] == "root"

@@ -157,6 +157,11 @@ def test_a_wheel_carries_the_four_salt_modules_and_the_entry_point(built):
             "store/__init__.py"} <= set(core)
     missing = [name for name in core if f"salt_callbacks/{name}" not in names]
     assert not missing, f"core modules missing from the wheel: {missing}"
+    # The deliveries page's files (package_data), byte for byte: the page needs no build step.
+    static = sorted(p.relative_to(package).as_posix() for p in (package / "api" / "ui" / "static").iterdir())
+    assert {"api/ui/static/index.html", "api/ui/static/app.js", "api/ui/static/app.css"} <= set(static)
+    for name in static:
+        assert ih.wheel_text(wheel, f"salt_callbacks/{name}") == (package / name).read_text(encoding="utf-8"), name
     # Nothing else at the top level: the modules ride inside the package.
     stray = sorted({n.split("/")[0] for n in names} - {"salt_callbacks"}
                    - {n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")})

@@ -15,13 +15,18 @@ import uuid
 
 import pytest
 
+from salt_callbacks.adapters.cache import redis_driver_layout
+
 from tests.integration.helpers import both_masters_minion, run_ok, start_master, wait_for_engine
 from tests.support.redis_sentinel import SERVICE, SentinelSet
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(redis_driver_layout() != "hashes", reason="Salt before 3008: the callback store "
+                                 "stays on Salt's redis driver, which has no socket timeouts and no Sentinel"),
+              pytest.mark.timeout(300)]
 
 LEASE_TTL = 3
-SETTLE = 3  # seconds to keep listening for a duplicate after the last expected webhook
+SETTLE = 2  # seconds to keep listening for a duplicate after the last expected webhook
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +80,7 @@ def per_webhook(receiver, paths):
 
 
 def publish(runs, receiver, minion, down, sleep, timeout):
-    """From both masters: a return that comes after ``sleep`` s and a TIMEOUT after ``timeout`` s."""
+    """From each master: a return that comes after ``sleep`` s and a TIMEOUT after ``timeout`` s."""
     expected = []
     for run in runs:
         path = "/sentinel/" + uuid.uuid4().hex
@@ -100,9 +105,9 @@ def test_callbacks_pending_on_two_masters_survive_a_sentinel_failover(masters, m
     runs = [master.salt_run_cli(timeout=60) for master in masters]
     minion, down = minions
 
-    normal = arrive(receiver, publish(runs, receiver, minion, down, sleep=0, timeout=2))
+    normal = arrive(receiver, publish(runs[:1], receiver, minion, down, sleep=0, timeout=2))
     print(f"\nbefore the failover: {normal}")
-    assert len(normal) == 4 and all(e["requests"] == 1 for e in normal.values()), normal  # once each
+    assert len(normal) == 2 and all(e["requests"] == 1 for e in normal.values()), normal  # once each
 
     old_primary = sentinels.primary_port()
     pending = publish(runs, receiver, minion, down, sleep=5, timeout=5)  # due after the failover
@@ -116,8 +121,7 @@ def test_callbacks_pending_on_two_masters_survive_a_sentinel_failover(masters, m
     print(f"failover: replica promoted {promoted:.1f} s after the primary was killed; per webhook: {found}")
     assert len(found) == 4 and all(e["2xx"] >= 1 for e in found.values()), found  # every payload delivered
     assert all(e["requests"] == 1 for e in found.values()), found  # and, here, each once
-    for path, state in pending:  # the outcomes are in the promoted primary, read through either master
+    for index, (path, state) in enumerate(pending):  # the outcomes are in the promoted primary
         sent = receiver.at(path)[-1].json
-        for run in runs:
-            record = run_ok(run, "callbacks.get", sent["device_id"], sent["jid"])
-            assert [d["status"] for d in record["deliveries"] if d["state"] == state] == ["delivered"], record
+        record = run_ok(runs[index % 2], "callbacks.get", sent["device_id"], sent["jid"])
+        assert [d["status"] for d in record["deliveries"] if d["state"] == state] == ["delivered"], record

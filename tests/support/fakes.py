@@ -258,7 +258,7 @@ async def settle(engine):
             continue
         if not engine.writer.pending():
             return
-        written = await engine.writer.flush()  # runs what waited for the write: retries, events
+        written = await engine.writer.flush(everything=True)  # runs what waited for the write: retries, events
         await asyncio.sleep(0)
         if not written and not engine.dispatcher.tasks():
             return  # the store is failing

@@ -13,7 +13,8 @@ The same class runs two ways:
   HTTP (``GET /stats``, ``GET /dump?prefix=``); it also listens on a "black
   hole" port that accepts connections and never answers.
 
-Script items are a status code, or a dict with ``status`` and any of
+A path ``/every/<n>/<status>`` answers every n-th request ``status`` and the
+rest 200, for as long as it runs. Script items are a status code, or a dict with ``status`` and any of
 ``delay`` (seconds before answering), ``headers``, ``drip`` (seconds between
 the bytes of a 200-byte body). The last item of a script repeats.
 """
@@ -106,6 +107,7 @@ class Receiver:
         self.counts = {}  # device prefix -> state -> n
         self.info = {"n": 0, "checked": 0, "bad_signature": 0, "unsigned": 0, "unparsed": 0, "hole_connections": 0}
         self._scripts = {}  # path -> list of steps, the last one repeats
+        self._cycles = {}  # /every/<n>/<status> path -> requests seen
         self._changed = threading.Condition()
         self._loop = self._thread = self._runner = self._hole = None
         self.port = None
@@ -114,10 +116,23 @@ class Receiver:
 
     def _next_step(self, path):
         script = self._scripts.get(path)
+        if not script and path.startswith("/every/"):
+            return self._every(path)
         if not script:
             return {"status": 200}
         step = script.pop(0) if len(script) > 1 else script[0]
         return {"status": step} if isinstance(step, int) else step
+
+    def _every(self, path):
+        """``/every/<n>/<status>``: every n-th request to the path is answered
+        ``status``, the others 200 (the bench's soak: a receiver failing one in ten)."""
+        try:
+            _, _, n, status = path.split("/")[:4]
+            n, status = int(n), int(status)
+        except ValueError:
+            return {"status": 200}
+        seen = self._cycles[path] = self._cycles.get(path, 0) + 1
+        return {"status": status if seen % n == 0 else 200}
 
     async def _hook(self, request):
         body = await request.read()
@@ -143,7 +158,7 @@ class Receiver:
             status = 401 if verified is False and self.reject_unverified else step["status"]
             if state is not None:
                 prefix = str(device).split("-", 1)[0]
-                self.arrivals.setdefault(prefix, []).append((now, jid, device, state, stamp))
+                self.arrivals.setdefault(prefix, []).append((now, jid, device, state, stamp, status))
                 per = self.counts.setdefault(prefix, {})
                 per[state] = per.get(state, 0) + 1
             if self.keep_requests:
@@ -350,7 +365,7 @@ class ReceiverProcess:
         return self.stats()["counts"].get(prefix, {}).get(state, 0)
 
     def dump(self, prefix):
-        """[(arrival, jid, device, state, stamp)] of every webhook to devices ``<prefix>-*``."""
+        """[(arrival, jid, device, state, stamp, status answered)] of every webhook to devices ``<prefix>-*``."""
         return self._get(f"/dump?prefix={prefix}")
 
     def wait_for_count(self, prefix, state, expected, timeout, stall=None):

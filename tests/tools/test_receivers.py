@@ -100,6 +100,13 @@ def test_waits_are_bounded():
         assert time.monotonic() - started < 5
 
 
+def test_an_every_path_fails_every_nth_request_for_as_long_as_it_runs():
+    with Receiver(keep_requests=False) as receiver:
+        statuses = [post(receiver.url("/every/3/503"), body(jid=str(n), device=f"sk-{n}"))[0] for n in range(7)]
+        assert statuses == [200, 200, 503, 200, 200, 503, 200]
+        assert [row[5] for row in receiver.arrivals["sk"]] == statuses  # each arrival says how it was answered
+
+
 def test_webhooks_for_a_job_are_found_on_any_path():
     with Receiver() as receiver:
         post(receiver.url("/x"), body(jid="7", state="TIMEOUT"))

@@ -49,9 +49,16 @@ def parse_args(argv):
     p.add_argument("--http-concurrency", type=int, default=50)
     p.add_argument("--store-cap", type=float, default=60, help="cap (s) on repeated store calls")
     p.add_argument("--verify-every", type=int, default=50, help="receiver checks every Nth signature")
+    p.add_argument("--sweep-records", type=int, default=100000, help="expired records the sweep scenario removes")
+    p.add_argument("--sweep-seconds", type=float, default=15,
+                   help="returns keep flowing this long past the sweep's expected start")
+    p.add_argument("--soak-minutes", type=float, default=1,
+                   help="length of the soak (issue 15: a steady rate to a receiver failing 1 request in 10)")
+    p.add_argument("--soak-rate", type=float, default=200, help="returns/s during the soak")
+    p.add_argument("--soak-sample", type=float, default=5, help="seconds between the soak's samples")
     p.add_argument("--callbacks", default="{}", help="JSON merged into the engine's callbacks: block")
-    p.add_argument("--only", default="http,bus,engine,pending,baseline",
-                   help="comma list of parts to run: http,bus,engine,pending,baseline")
+    p.add_argument("--only", default="http,bus,engine,pending,sweep,baseline,soak",
+                   help="comma list of parts to run: http,bus,engine,pending,sweep,baseline,soak")
     p.add_argument("--profile", default="",
                    help="comma list of tput,pending,burst: py-spy (--idle, raw) the engine's main thread during "
                         "the event throughput run / the TIMEOUT window / the burst recovery (needs py-spy in the venv)")
@@ -69,7 +76,9 @@ def parse_args(argv):
         defaults = {"returns": 1000, "sj_returns": 200, "pending": 2000, "burst": 1000, "rate": 300,
                     "latency_seconds": 2, "due_rate": 300, "due_seconds": 2, "baseline_returns": 30,
                     "baseline_wait": 10, "baseline_burst_wait": 5, "burst_wait": 20, "http_requests": 2000,
-                    "store_cap": 5, "procs": 2, "quiet_wait": 0, "tput_seconds": 3}
+                    "store_cap": 5, "procs": 2, "quiet_wait": 0, "tput_seconds": 3, "soak_minutes": 0.5,
+                    "soak_rate": 100, "soak_sample": 3,
+                    "sweep_records": 2000, "sweep_seconds": 5}
         for key, value in defaults.items():
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)

@@ -90,7 +90,7 @@ def wipe_store(master):
         shutil.rmtree(cache / sub, ignore_errors=True)
 
 
-def write_records(ctx, jobs, created, timeout, url_by_prefix=None):
+def write_records(ctx, jobs, created, timeout, url_by_prefix=None, finished=False):
     """Callback records for ``jobs`` straight into the store (as the runner
     would write them); ``created``/``timeout``: one value, or one per job."""
     url_by_prefix = url_by_prefix or {}
@@ -102,7 +102,7 @@ def write_records(ctx, jobs, created, timeout, url_by_prefix=None):
         c = created[i] if isinstance(created, list) else created
         t = timeout[i] if isinstance(timeout, list) else timeout
         full.append((jid, dev, c, t))
-    return ctx.pool.write_records(full, urls, timeout=120 + len(jobs) / 100)
+    return ctx.pool.write_records(full, urls, timeout=120 + len(jobs) / 100, finished=finished)
 
 
 def probe_engine(ctx, timeout=PROBE_WAIT):

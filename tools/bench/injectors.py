@@ -89,8 +89,10 @@ class Worker:
         return self._loop
 
     # commands
-    def write_records(self, jobs, url_by_prefix):
-        from salt_callbacks.model.records import Record  # pylint: disable=import-outside-toplevel
+    def write_records(self, jobs, url_by_prefix, finished=False):
+        """``finished``: records whose COMMAND_EXECUTED was delivered (what a
+        retention sweep removes), else waiting ones."""
+        from salt_callbacks.model.records import Delivery, Phase, Record, Status  # pylint: disable=import-outside-toplevel
 
         store = self.store()
         started = time.time()
@@ -99,6 +101,10 @@ class Worker:
             record = Record(jid=jid, device_id=dev, url=url, created=created, timeout=timeout,
                             command={"returner": None, "command": "test.ping", "arg": []},
                             signer="default", user="bench")
+            if finished:
+                record.phase = Phase.EXECUTED
+                record.deliveries.append(Delivery(state="COMMAND_EXECUTED", delivery_id=f"msg_{jid}", body="{}",
+                                                  created=created, status=Status.DELIVERED, attempts=1))
             store.add_job(jid, [record], created)
         return {"n": len(jobs), "seconds": time.time() - started}
 
@@ -173,6 +179,42 @@ class Worker:
             done += 1
         return {"n": done, "first": first, "last": time.time()}
 
+    def soak(self, jobs, url, rate, start_at, stop_at):
+        """At ``rate``/s until ``stop_at``, each job as in production: its record
+        written (the runner), the job cache prepared and the return stored (the
+        master), then ``new`` and ``ret`` on the bus. Returns how many were done:
+        the first ``n`` of ``jobs``."""
+        return self.aloop().run_until_complete(self._soak(jobs, url, rate, start_at, stop_at))
+
+    async def _soak(self, jobs, url, rate, start_at, stop_at):
+        from salt_callbacks.model.records import Record  # pylint: disable=import-outside-toplevel
+
+        store, returners, ev = self.store(), self.mminion().returners, self._aevent
+        cache = self.opts["master_job_cache"]
+        while time.time() < start_at:
+            await asyncio.sleep(0.001)
+        first, done = time.time(), 0
+        for i, (jid, dev) in enumerate(jobs):
+            delay = start_at + i / rate - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.time() >= stop_at:
+                break
+            now = time.time()
+            store.add_job(jid, [Record(jid=jid, device_id=dev, url=url, created=now, timeout=600,
+                                       command={"returner": None, "command": "test.ping", "arg": []},
+                                       signer="default", user="bench")], now)
+            returners[f"{cache}.prep_jid"](passed_jid=jid)
+            returners[f"{cache}.save_load"](jid, {"jid": jid, "fun": "test.ping", "arg": [], "tgt": dev,
+                                                  "tgt_type": "glob", "user": "root"}, minions=[dev])
+            load = ret_load(jid, dev)
+            returners[f"{cache}.returner"](load)
+            await ev.fire_event_async(new_data(jid, dev), f"salt/job/{jid}/new")
+            await ev.fire_event_async(dict(load), f"salt/job/{jid}/ret/{dev}")
+            self.injected[self.index] += 1
+            done += 1
+        return {"n": done, "first": first, "last": time.time()}
+
     def close(self):
         for ev in (self._event, self._aevent):
             if ev is not None:
@@ -242,8 +284,15 @@ class Pool:
 
     def run(self, cmd, per_worker, timeout):
         """Send ``cmd`` with per-worker kwargs to all workers at once; gather results."""
+        self.send(cmd, per_worker)
+        return self.collect(cmd, per_worker, timeout)
+
+    def send(self, cmd, per_worker):
+        """Start ``cmd`` on the workers without waiting (then ``collect``)."""
         for conn, kwargs in zip(self.conns, per_worker):
             conn.send((cmd, kwargs))
+
+    def collect(self, cmd, per_worker, timeout):
         results, deadline = [], time.time() + timeout
         for conn in self.conns[: len(per_worker)]:
             if not conn.poll(max(0.0, deadline - time.time())):
@@ -257,10 +306,11 @@ class Pool:
     def split(self, items):
         return [items[k:: self.size] for k in range(self.size)]
 
-    def write_records(self, jobs, url_by_prefix, timeout):
+    def write_records(self, jobs, url_by_prefix, timeout, finished=False):
         parts = self.split(jobs)
         started = time.time()
-        self.run("write_records", [{"jobs": p, "url_by_prefix": url_by_prefix} for p in parts], timeout)
+        self.run("write_records", [{"jobs": p, "url_by_prefix": url_by_prefix, "finished": finished}
+                                   for p in parts], timeout)
         return len(jobs) / max(1e-9, time.time() - started)
 
     def prep_jobcache(self, jobs, with_return, timeout):
@@ -272,6 +322,12 @@ class Pool:
     def inject(self, jobs, mode, new=True, rate=None, window=None, counter=None, timeout=600, ret=True,
                lead=0.5, seconds=None):
         """Returns {"n", "first", "last", "rate"} over all workers."""
+        return self.inject_finish(self.inject_start(jobs, mode, new, rate, window, counter, ret, lead, seconds),
+                                  timeout)
+
+    def inject_start(self, jobs, mode, new=True, rate=None, window=None, counter=None, ret=True, lead=0.5,
+                     seconds=None):
+        """``inject`` without waiting: pass what it returns to ``inject_finish``."""
         for k in range(self.size):
             self.injected[k] = 0
         base = self.counters_value(counter)
@@ -286,7 +342,11 @@ class Pool:
                         "window": window, "counter": counter, "base": base, "stop_at": stop_at})
         if mode == "store_job":
             per = [{k: v for k, v in p.items() if k != "ret"} for p in per]
-        results = self.run("inject", per, timeout)
+        self.send("inject", per)
+        return per
+
+    def inject_finish(self, per, timeout):
+        results = self.collect("inject", per, timeout)
         first = min(r["first"] for r in results)
         last = max(r["last"] for r in results)
         n = sum(r["n"] for r in results)

@@ -88,7 +88,7 @@ def wait_for_quiet_machine(ctx, name):
 
 def wait_quiet(ctx, timeout):
     """Wait until the engine uses < 15 % of a core for 0.5 s (or ``timeout``):
-    the previous scenario's backlog is done."""
+    the previous scenario's backlog is done (an idle engine uses ~1 %)."""
     proc = ctx.master.engine_proc()
     if proc is None:
         return

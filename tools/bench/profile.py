@@ -16,11 +16,16 @@ def start_profile(ctx, seconds, name):
         ctx.note("--profile: py-spy not installed in the venv (pip install py-spy) or no engine process")
         return
     out = BENCH / f"engine-profile-{name}.txt"
+    cpu_out = BENCH / f"engine-cpu-profile-{name}.txt"
     # --idle: wall-clock shares (idle in epoll included) say what holds the
-    # loop; --nonblocking: do not pause it.
-    ctx.profile = (subprocess.Popen([str(pyspy), "record", "--idle", "--nonblocking", "-r", "100",
-                                     "-d", str(int(seconds)), "-f", "raw", "-o", str(out), "-p", str(proc.pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out, name)
+    # loop; --nonblocking: do not pause it. The second one, without --idle,
+    # samples only threads on the CPU: where the engine's CPU goes, all threads.
+    common = ["--nonblocking", "-d", str(int(seconds)), "-f", "raw", "-p", str(proc.pid)]
+    procs = [subprocess.Popen([str(pyspy), "record", "--idle", "-r", "100", "-o", str(out), *common],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+             subprocess.Popen([str(pyspy), "record", "-r", "200", "-o", str(cpu_out), *common],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    ctx.profile = (procs, out, cpu_out, name)
 
 
 def _frame_name(frame):
@@ -45,13 +50,15 @@ def _category(frames):
 def finish_profile(ctx):
     if ctx.profile is None:
         return
-    proc, out, name = ctx.profile
+    procs, out, cpu_out, name = ctx.profile
     ctx.profile = None
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        proc.wait(5)
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(5)
+    _summarise_cpu(ctx, cpu_out, name)
     if not out.exists():
         ctx.note(f"py-spy wrote no profile for {name}")
         return
@@ -90,3 +97,60 @@ def finish_profile(ctx):
     say("  by what the loop is doing (% of wall time):")
     for frame, pc in prof["top_categories_pct"][:10]:
         say(f"   {pc:5.1f}%  {frame}")
+
+
+#: What an on-CPU sample is spent on: the first rule (innermost frame first)
+#: that matches any frame of the stack names it.
+CPU_RULES = (
+    ("store: record writes and reads", ("salt_callbacks/store/", "salt_callbacks/adapters/cache.py", "salt/cache/",
+                                        "sqlite3")),
+    ("engine events out: EventSender thread (announcements)", ("EventSender", "_run_batched", "_run_one_by_one")),
+    ("HTTP client: aiohttp + transport", ("aiohttp/", "salt_callbacks/delivery/transport.py", "yarl/",
+                                          "multidict/")),
+    ("bus in: Salt IPC subscriber + decoding events", ("salt/transport/", "salt/utils/event.py", "msgpack/",
+                                                       "salt/payload.py", "tornado/", "salt_callbacks/adapters/bus.py")),
+    ("signing (HMAC)", ("salt_callbacks/webhook/signing.py",)),
+    ("payload encoding (JSON)", ("salt_callbacks/webhook/payload.py",)),
+    ("logging", ("logging/", "salt/_logging/")),
+)
+
+
+def cpu_category(frames):
+    for label, needles in CPU_RULES:
+        for frame in reversed(frames):
+            if any(n in frame for n in needles):
+                return label
+    for frame in reversed(frames):
+        if "salt_callbacks/" in frame:
+            return f"engine: {_frame_name(frame)}"
+    if any("asyncio/" in f for f in frames):
+        return "asyncio loop itself"
+    return _frame_name(frames[-1]) if frames else "?"
+
+
+def _summarise_cpu(ctx, out, name):
+    """Shares of on-CPU samples (all threads of the engine process) by what they do."""
+    if not out.exists():
+        ctx.note(f"py-spy wrote no CPU profile for {name}")
+        return
+    cats, leaf, total = {}, {}, 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        count, frames = int(count), stack.split(";")
+        total += count
+        cat = cpu_category(frames)
+        cats[cat] = cats.get(cat, 0) + count
+        key = f"{_frame_name(frames[-1])}  ({frames[-1].rsplit('(', 1)[-1].rstrip(')')})"
+        leaf[key] = leaf.get(key, 0) + count
+
+    def top(table, n):
+        return [(k, round(100.0 * v / max(1, total), 1)) for k, v in sorted(table.items(), key=lambda kv: -kv[1])[:n]]
+
+    prof = ctx.results.setdefault("cpu_profiles", {})[name] = {
+        "scenario": name, "file": str(out), "samples": total, "by_category_pct": top(cats, 15),
+        "top_leaf_pct": top(leaf, 20)}
+    say(f"on-CPU profile of the engine process (all threads) during {name}: {total} samples; by what (% of CPU):")
+    for label, pc in prof["by_category_pct"][:12]:
+        say(f"   {pc:5.1f}%  {label}")

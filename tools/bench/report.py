@@ -94,6 +94,13 @@ def _latency_rows(s, cfg):
     rows.append((f"healthy p99 ms, {int((cfg.get('hole_share') or 0) * 100)}% to a dead receiver", fmt(hp99, 2),
                  spread(hole, lambda r: r.get("latency", {}).get("p99_ms"), 2), "-", fmt(hl.get("p99_ms"), 2),
                  "added <5", verdict(None if hadded is None else (hadded < 5 and hole.get("lost", 1) == 0))))
+    sweep = s.get("sweep", {})
+    if sweep:
+        sadded, sp99, _, _ = targets.added_latency(sweep, bus.get("latency"))
+        rows.append((f"p99 ms during a sweep of {fmt(sweep.get('expired'))} expired "
+                     f"({fmt(sweep.get('swept_during_window'))} swept in {fmt(sweep.get('sweep_s'), 1)} s)",
+                     fmt(sp99, 2), "", "-", fmt(hl.get("p99_ms"), 2), "added <5",
+                     verdict(None if sadded is None else (sadded < 5 and sweep.get("lost", 1) == 0))))
     return rows
 
 
@@ -138,11 +145,28 @@ def _burst_and_store_rows(s, cfg):
     return rows
 
 
+def _soak_rows(s):
+    soak = s.get("soak")
+    if not soak:
+        return []
+    label = f"soak {fmt(soak.get('minutes'), 1)} min @{fmt(soak.get('offered_rate'))}/s, 1 in 10 failing"
+    rows = [(f"{label}: webhooks lost", fmt(soak.get("lost")), "", "-", "-", "0",
+             verdict(None if soak.get("lost") is None else soak["lost"] == 0))]
+    for key, what in (("rss_mb", "engine RSS MB"), ("fds", "engine open fds"), ("store_mb", "store MB on disk")):
+        trend = soak.get("trend", {}).get(key)
+        if trend:
+            rows.append((f"soak: {what}, start -> end (slope /min)",
+                         f"{fmt(trend['start'], 1)} -> {fmt(trend['end'], 1)} ({fmt(trend['slope_per_min'], 2)}/min)",
+                         "", "-", "-", "-", ""))
+    return rows
+
+
 def build(results):
     """(rows, summary lines) from a results dict."""
     s, cfg = results.get("scenarios", {}), results.get("config", {})
     tput_rows, fractions, ratio = _throughput_rows(s, cfg)
-    rows = tput_rows + _latency_rows(s, cfg) + _pending_rows(s, cfg) + _burst_and_store_rows(s, cfg)
+    rows = (tput_rows + _latency_rows(s, cfg) + _pending_rows(s, cfg) + _burst_and_store_rows(s, cfg)
+            + _soak_rows(s))
     lines = []
     for mode, (frac, bus_rate, http_rate) in fractions.items():
         lines.append(f"engine / lower ceiling ({mode}): {fmt(frac * 100 if frac else None, 0)}%  "
@@ -294,6 +318,10 @@ def page(results):
     elif results.get("config", {}).get("quiet_wait") == 0:
         out += ["No quiet-machine wait in this run (`--quiet-wait 0`, as `--quick` sets); the CPU split's "
                 "\"background\" column shows what else ran.", ""]
+    for prof in results.get("cpu_profiles", {}).values():
+        out += [f"## Engine CPU during {prof['scenario']} (py-spy, on-CPU samples of every thread)", "",
+                f"{prof['samples']} samples.", "", *_md_table(("what the engine's CPU is spent on", "% of CPU"),
+                                                               prof["by_category_pct"][:12]), ""]
     for prof in results.get("profiles", {}).values():
         out += [f"## Engine loop during {prof['scenario']} (py-spy, % of wall time)", "",
                 f"{prof['main_thread_samples']} samples of the main thread, {prof['idle_in_epoll_pct']}% idle in "

@@ -53,11 +53,11 @@ class FakePermissions:
     RULES = {"alice": {d: {"test.ping", "test.arg", "cmd.run"} for d in DEVICES} | {"dev3": {"test.ping"}},
              "bob": {"dev1": {"test.ping"}}}
 
-    def may_run(self, user, fun, arg, kwarg, tgt, tgt_type, minions):
-        return all(fun in self.RULES.get(user, {}).get(m, set()) for m in minions)
+    def may_run(self, caller, fun, arg, kwarg, tgt, tgt_type, minions):
+        return all(fun in self.RULES.get(caller.name, {}).get(m, set()) for m in minions)
 
-    def visible_devices(self, user):
-        return self.RULES.get(user, {}).__contains__
+    def visible_devices(self, caller):
+        return self.RULES.get(caller.name, {}).__contains__
 
 
 def parse_cli_args(tokens):
@@ -65,9 +65,9 @@ def parse_cli_args(tokens):
 
 
 class ApiRig:
-    def __init__(self, page_size=100, **config):
+    def __init__(self, page_size=100, config=None, **api_options):
         self.clock = FakeClock()
-        self.config = make_config(**config)
+        self.config = make_config(**(config or {}))
         self.backend = DictBackend()
         self.store = SaltCacheStore(self.backend)
         self.publisher = FakePublisher(DEVICES)
@@ -88,7 +88,8 @@ class ApiRig:
 
         callbacks = CallbackService(self.config, self.store, self.publisher, FakePermissions(), clock=self.clock)
         service = ApiService(callbacks, lambda: list(DEVICES), self.sealer, parse_cli_args, login, page_size=page_size)
-        self.api = CallbacksApi(service, Authenticator(lookup, {"auto"}, token_pattern("sha256"), clock=self.clock))
+        self.api = CallbacksApi(service, Authenticator(lookup, {"auto"}, token_pattern("sha256"), clock=self.clock),
+                                **api_options)
 
     def session(self, scenario):
         async def main():
@@ -190,7 +191,7 @@ def test_execute_publishes_and_records_with_the_callers_token_sealed(rig):
 
 
 def test_execute_past_max_pending_answers_429_naming_the_limit_and_publishes_nothing():
-    rig = ApiRig(max_pending=1)
+    rig = ApiRig(config={"max_pending": 1})
     assert one(rig, "POST", "/dongle/devices/dev1/execute/", body={"command": "test.ping", "callback_url": URL})[0] == 200
 
     status, body, _ = one(rig, "POST", "/dongle/devices/dev2/execute/",
@@ -266,7 +267,7 @@ def test_a_command_the_user_may_not_run_is_a_403_and_nothing_is_published(rig):
     status, body, _ = one(rig, "POST", "/dongle/devices/dev3/execute/", body={"command": "cmd.run", "arg": ["id"],
                                                                               "callback_url": URL})
     assert status == 403
-    assert body == {"detail": "user 'alice' may not run cmd.run on 'dev3' (not allowed by external_auth or publisher_acl)"}
+    assert body == {"detail": "user 'auto:alice' may not run cmd.run on 'dev3' (not allowed by external_auth or publisher_acl)"}
     assert rig.publisher.published == [] and rig.backend.banks == {}
 
 

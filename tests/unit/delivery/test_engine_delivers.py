@@ -80,6 +80,9 @@ async def test_a_delivered_result_is_persisted_and_announced_and_leaves_memory()
             "delivery_id": signing.delivery_id(record.jid, "dev1", "COMMAND_EXECUTED"),
             "attempt": 1,
             "key_fingerprint": signing.fingerprint(rig.engine.dispatcher.keys_for(record.signer)[0]),
+            # The signature headers exactly as sent (what the deliveries page shows), never the key.
+            "signatures": {name: rig.transport.calls[0]["headers"][name]
+                           for name in ("X-Request-Signature", "webhook-signature")},
         }
     ]
     assert event_tags(rig) == [f"salt/callbacks/{record.jid}/dev1/delivered"]

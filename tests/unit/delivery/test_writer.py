@@ -244,3 +244,31 @@ def test_the_loop_reads_no_job_itself_and_a_return_that_beats_the_read_waits_for
     assert seen["store_calls_on_the_loop"] == []
     assert rig.transport.states() == ["COMMAND_EXECUTED"]
     assert rig.stored(record).delivery("COMMAND_EXECUTED").status == Status.DELIVERED
+
+
+def test_a_lazy_mark_waits_for_a_change_to_write_with_and_is_never_left_behind():
+    from salt_callbacks.delivery.writer import RecordWriter  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.store import SaltCacheStore  # pylint: disable=import-outside-toplevel
+
+    backend = DictBackend()
+    writer = RecordWriter(SaltCacheStore(backend), hold=0.05)
+    first, second, third = (make_record(jid=f"2024010100000000000{i}", created=T0) for i in range(3))
+    counts = []
+
+    async def scenario():
+        writer.mark(first, lazy=True)  # a return: durable in the job cache already
+        counts.append(await writer.flush())  # not yet: its outcome may come first
+        writer.mark(first)  # the outcome: written now, once, with the return's state
+        counts.append(await writer.flush())
+        writer.mark(second, lazy=True)
+        counts.append(await writer.flush())
+        await asyncio.sleep(0.06)
+        counts.append(await writer.flush())  # no outcome came within the hold: written anyway
+        writer.mark(third, lazy=True)
+        assert writer.pending() == 1
+        assert await writer.drain()  # stopping writes lazy marks too
+
+    run(scenario())
+    writer.close()
+    assert counts == [0, 1, 0, 1]
+    assert backend.count("store") == 3

@@ -136,8 +136,16 @@ def test_the_timed_store_times_saves_and_passes_everything_else_through():
         def job(self, jid):
             return {"jid": jid}
 
+        def save_many(self, records):
+            return len(records)
+
+        blocking = True
+
     metrics = EngineMetrics(MASTER, "1")
     store = TimedStore(Store(), metrics.store_write)
     assert store.save(object()) == "saved"
     assert store.job("1") == {"jid": "1"}
+    assert store.blocking is True
     assert value(metrics, "salt_callbacks_store_write_seconds_count") == 1
+    assert store.save_many([object(), object()]) == 2
+    assert value(metrics, "salt_callbacks_store_write_seconds_count") == 3

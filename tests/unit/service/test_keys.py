@@ -5,9 +5,12 @@ import pytest
 
 from salt_callbacks.exceptions import InputError
 from salt_callbacks.service import CallbackService
+from salt_callbacks.service.access import Caller
 from salt_callbacks.store import SaltCacheStore
 
 from tests.support.fakes import DictBackend, jid, make_config, make_record
+
+ALICE = Caller.eauth("alice", "auto")
 
 
 class SeesOnly:
@@ -41,7 +44,7 @@ def service():
 def test_a_traversing_jid_is_refused_naming_jid_before_the_store_is_read(service, bad_jid, use_case):
     svc, backend, permissions = service
     with pytest.raises(InputError) as caught:
-        getattr(svc, use_case)("alice", "dev1", bad_jid)
+        getattr(svc, use_case)(ALICE, "dev1", bad_jid)
     assert caught.value.param == "jid"
     assert backend.calls == []
 
@@ -50,11 +53,11 @@ def test_a_traversing_jid_is_refused_naming_jid_before_the_store_is_read(service
 def test_a_device_with_path_characters_is_refused_naming_device_id(service, bad_device):
     svc, backend, permissions = service
     with pytest.raises(InputError) as caught:
-        svc.get("alice", bad_device, jid(1))
+        svc.get(ALICE, bad_device, jid(1))
     assert caught.value.param == "device_id"
     assert backend.calls == [] and permissions.asked == []
 
 
 def test_a_valid_key_still_reads_the_record_the_caller_may_see(service):
     svc, _, _ = service
-    assert svc.get("alice", "dev1", jid(1))["device_id"] == "dev1"
+    assert svc.get(ALICE, "dev1", jid(1))["device_id"] == "dev1"

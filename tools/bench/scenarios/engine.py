@@ -62,6 +62,12 @@ def _throughput_once(ctx, name, i, mode, n):
                           seconds=args.tput_seconds)
     n = inj["n"]
     ctx.receiver.wait_for_count(prefix, "COMMAND_EXECUTED", n, timeout=60, stall=10)
+    # The engine's work is not over when the receiver has every webhook: the
+    # writes and the "delivered" announcements may still be queued. CPU per
+    # webhook counts all of it: the span ends once the engine is quiet.
+    tail_started = time.time()
+    wait_quiet(ctx, 60)
+    tail_s = time.time() - tail_started
     cpu = meter.stop()
     finish_profile(ctx)
     rows, dups = deliveries(ctx, prefix)
@@ -72,6 +78,7 @@ def _throughput_once(ctx, name, i, mode, n):
            "cutoffs": ctx.master.log_count(CUTOFF_LINE) - cut0, "cpu": cpu, "rss_mb": engine_rss_mb(ctx)}
     # The figure: engine process CPU time over webhooks delivered (every thread of it).
     res["engine_cpu_s"] = round(meter.seconds.get("engine", 0.0), 3)
+    res["engine_busy_after_last_webhook_s"] = round(tail_s, 1)
     res["engine_cpu_us_per_webhook"] = round(res["engine_cpu_s"] / len(rows) * 1e6, 1) if rows else None
     say(f"  -> delivered {len(rows)}/{n}, {res['rate'] or 0:.0f}/s sustained (injectors offered "
         f"{inj['rate']:.0f}/s), bus cut-offs {res['cutoffs']}; engine CPU "
