@@ -246,4 +246,5 @@ def build_api(opts):
         login=tokens.login,
         page_size=api_config.page_size,
     )
-    return CallbacksApi(service, authenticator), api_config
+    return CallbacksApi(service, authenticator, public_url=api_config.public_url,
+                        login_rate=api_config.login_rate), api_config
