@@ -13,6 +13,7 @@ name and its subdomains; a leading ``.`` or ``*.`` is the same), an IP
 address or a CIDR (matched against address-literal hosts).
 """
 
+import base64
 import functools
 import ipaddress
 import urllib.parse
@@ -26,6 +27,10 @@ class ProxyRoute:
 
     def __init__(self, proxy, no_proxy=()):
         self.url, self.credentials = parse_proxy(proxy)
+        self.authorization = None
+        if self.credentials:
+            user, password = self.credentials
+            self.authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
         self.host = self.url.raw_host.lower().rstrip(".")
         self.port = self.url.port
         self.everything_direct, self._names, self._networks = parse_no_proxy(no_proxy)

@@ -82,11 +82,30 @@ def describe(exc, host):
 
 
 def _find(exc, kind):
-    """``exc`` or the first of its causes that is a ``kind``."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kind):
-            return exc
-        seen.add(id(exc))
-        exc = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc.__cause__ or exc.__context__
-    return None
+    """The innermost-first ``kind`` among ``exc`` and what it wraps (aiohttp's
+    wrappers, their causes, the errors of each address tried), preferring one
+    that carries OpenSSL's verify code."""
+    found, seen, todo = [], set(), [exc]
+    while todo and len(seen) < 50:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            found.append(current)
+        todo.extend([getattr(current, "certificate_error", None), getattr(current, "os_error", None),
+                     current.__cause__, current.__context__])
+        todo.extend(getattr(current, "exceptions", None) or ())
+    with_code = [e for e in found if getattr(e, "verify_code", None) is not None]
+    return (with_code or found or [None])[-1] if not with_code else with_code[0]
+
+
+def describe_reset(exc, host, has_client_cert):
+    """A TLS connection closed or reset before any answer. With TLS 1.3 a
+    receiver checks the client's certificate after the handshake and its
+    alert is often lost in the reset, so say what is most likely."""
+    if has_client_cert:
+        hint = "a receiver that does not accept our client certificate (callbacks:client_cert) does this"
+    else:
+        hint = "a receiver that requires a client certificate does this when none is presented (set callbacks:client_cert)"
+    return f"the receiver {host} closed the TLS connection before answering ({exc}); {hint}"

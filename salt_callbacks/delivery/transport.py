@@ -109,7 +109,8 @@ class GuardedConnector(aiohttp.TCPConnector):
 
 
 class AiohttpTransport:
-    def __init__(self, max_concurrency=200, guard=None, resolver=None, ssl_context=None, proxy=None):
+    def __init__(self, max_concurrency=200, guard=None, resolver=None, ssl_context=None, proxy=None,
+                 has_client_cert=False):
         """``resolver`` is an aiohttp resolver to check and use (tests inject
         one whose answers change); by default the system's. ``ssl_context``
         defaults to ``tls.client_context()`` (system CAs); ``proxy`` is a
@@ -118,6 +119,7 @@ class AiohttpTransport:
         self._guard = guard or AddressGuard()
         self._resolver = GuardedResolver(self._guard, resolver)
         self._ssl = ssl_context or tls.client_context()
+        self._has_client_cert = has_client_cert
         self._proxy = proxy
         self._session = None
         self._proxy_session = None
@@ -131,6 +133,7 @@ class AiohttpTransport:
             guard=AddressGuard(config.allow_networks),
             ssl_context=tls.client_context(config.ca_bundle, config.client_cert, config.client_key),
             proxy=proxy,
+            has_client_cert=config.client_cert is not None,
         )
 
     def _new_session(self, connector):
@@ -180,8 +183,12 @@ class AiohttpTransport:
                 timeout = max(0.001, timeout - (time.monotonic() - started))
                 session = self._proxied()
                 options["proxy"] = self._proxy.url
-                if self._proxy.credentials:
-                    options["proxy_auth"] = aiohttp.BasicAuth(*self._proxy.credentials)
+                if self._proxy.authorization:
+                    # CONNECT carries it for https; a proxied http request carries it itself.
+                    if target.is_tls:
+                        options["proxy_headers"] = {"Proxy-Authorization": self._proxy.authorization}
+                    else:
+                        headers = {**headers, "Proxy-Authorization": self._proxy.authorization}
             else:
                 session = self._direct()
             async with session.post(
@@ -210,14 +217,17 @@ class AiohttpTransport:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return AttemptResult(status=None, error=self._describe(exc, url, target))
 
-    @staticmethod
-    def _describe(exc, url, target):
+    def _describe(self, exc, url, target):
         os_error = getattr(exc, "os_error", None)
         if isinstance(os_error, BlockedAddressError):
             return f"not sent: {os_error}"
         certificate = tls.describe(exc, target.host if target else "the receiver")
         if certificate is not None:
             return certificate
+        if target is not None and target.is_tls and isinstance(
+                exc, (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)) and not isinstance(
+                exc, aiohttp.ClientConnectorError):
+            return tls.describe_reset(exc, target.host, self._has_client_cert)
         if isinstance(exc, aiohttp.ClientProxyConnectionError):
             return f"cannot connect to the proxy: {os_error or exc}"
         if isinstance(exc, aiohttp.ClientConnectorError):
