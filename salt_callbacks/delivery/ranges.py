@@ -75,11 +75,22 @@ OUTSIDE_GLOBAL_V6 = _nets(
 )
 
 
+def _spans(networks):
+    return tuple((int(net.network_address), int(net.broadcast_address)) for net in networks)
+
+
+# Integer bounds: a membership test is a few comparisons, not an ipaddress call per range.
+_V4 = _spans(BLOCKED_V4)
+_V6 = _spans(BLOCKED_V6)
+_GLOBAL_V6 = _spans([GLOBAL_UNICAST_V6])[0]
+
+
 def blocked(address):
     """True when ``address`` (an ``ipaddress`` address, already unwrapped) is
     in a refused range."""
+    value = int(address)
     if address.version == 4:
-        return any(address in net for net in BLOCKED_V4)
-    if address not in GLOBAL_UNICAST_V6:
+        return any(low <= value <= high for low, high in _V4)
+    if not _GLOBAL_V6[0] <= value <= _GLOBAL_V6[1]:
         return True
-    return any(address in net for net in BLOCKED_V6)
+    return any(low <= value <= high for low, high in _V6)

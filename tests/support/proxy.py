@@ -81,3 +81,44 @@ async def _pipe(reader, writer):
     finally:
         with contextlib.suppress(OSError, RuntimeError):
             writer.write_eof()
+
+
+class ThreadedProxy:
+    """``ForwardProxy`` on an event loop of its own thread, for tests whose
+    code under test runs in other processes (a real master's engine)."""
+
+    def __init__(self, hosts=None):
+        self.proxy = ForwardProxy(hosts)
+        self._loop = asyncio.new_event_loop()
+        self._thread = None
+
+    def __enter__(self):
+        import threading  # pylint: disable=import-outside-toplevel
+
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self.proxy.__aenter__())
+            ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self.proxy.__aexit__(None, None, None))
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="test-proxy")
+        self._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("the test proxy did not start")
+        return self
+
+    def __exit__(self, *exc):
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def url(self):
+        return self.proxy.url
+
+    @property
+    def seen(self):
+        return list(self.proxy.seen)
