@@ -153,6 +153,21 @@ def test_proxy_credentials_are_sent_to_the_proxy_and_kept_out_of_the_config_repr
     assert "proxy.internal:3128" in repr(config)
 
 
+def test_proxy_credentials_go_on_the_connect_request_for_https(ca, files):
+    hits = []
+
+    async def scenario():
+        async with ForwardProxy() as proxy, tls_receiver(server_context(ca, "localhost"), hits, "localhost") as url:
+            route = ProxyRoute(f"http://agent:pw@127.0.0.1:{proxy.port}")
+            transport = AiohttpTransport(guard=LOOPBACK, proxy=route, ssl_context=tls.client_context(ca_bundle=files["ca"]))
+            return await post_all(transport, [url]), proxy.seen
+
+    [result], seen = run(scenario())
+
+    assert result.status == 200
+    assert seen[0][0] == "CONNECT" and seen[0][2].startswith("Basic ")
+
+
 def test_a_proxy_that_is_down_is_a_clear_error():
     port = free_port()
     transport = AiohttpTransport(guard=LOOPBACK, proxy=ProxyRoute(f"http://127.0.0.1:{port}"))

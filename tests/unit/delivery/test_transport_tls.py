@@ -177,3 +177,27 @@ def test_a_ca_bundle_that_is_not_pem_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         tls.client_context(ca_bundle=str(bogus))
     assert "callbacks:ca_bundle" in str(caught.value)
+
+
+def test_the_engine_transport_refuses_to_build_with_a_missing_ca_bundle_naming_the_key():
+    from salt_callbacks.config import CallbacksConfig  # pylint: disable=import-outside-toplevel
+
+    config, _ = CallbacksConfig.from_mapping({"ca_bundle": "/nonexistent/receivers-ca.pem"})
+    with pytest.raises(ConfigError) as caught:
+        AiohttpTransport.from_config(config)
+    assert "callbacks:ca_bundle" in str(caught.value) and "no such file" in str(caught.value)
+
+
+def test_the_tls_context_is_built_once_per_transport(files):
+    transport = AiohttpTransport.from_config(
+        __import__("salt_callbacks.config", fromlist=["CallbacksConfig"]).CallbacksConfig(ca_bundle=files["ca"]))
+    context = transport._ssl  # pylint: disable=protected-access
+
+    async def scenario():
+        direct = transport._direct()  # pylint: disable=protected-access
+        try:
+            return direct.connector._ssl  # pylint: disable=protected-access
+        finally:
+            await transport.close()
+
+    assert run(scenario()) is context
