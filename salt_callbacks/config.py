@@ -56,6 +56,11 @@ KEYS = {
         + "; none: the master's cache.redis.* settings",
     ),
     "admins": ([], "callers who see every record in full: 'name' (system user, salt-run) or 'backend:name' (eauth user)"),
+    "ca_bundle": (None, "PEM file of extra CAs trusted for https receivers, beside the system's"),
+    "client_cert": (None, "PEM client certificate (and key, unless client_key) for receivers that require one"),
+    "client_key": (None, "PEM private key of client_cert"),
+    "proxy": (None, "http://host:port of an HTTP proxy for deliveries (https through CONNECT)"),
+    "no_proxy": ([], "hosts, domains, addresses or CIDRs delivered to directly (a list or a comma-separated string)"),
 }
 
 COORDINATION_MODES = ("auto", "local", "redis")
@@ -90,11 +95,16 @@ class CallbacksConfig:
     metrics_host: str = KEYS["metrics_host"][0]
     redis: RedisSettings | None = None  # None: the master's cache.redis.* settings
     admins: tuple = ()
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    proxy: str | None = None
+    no_proxy: tuple = ()
 
     def __repr__(self):
         # Secrets never reach a log line, even through a debug repr of the config.
         fields = [
-            f"{f.name}={getattr(self, f.name)!r}"
+            f"{f.name}={_redacted_proxy(self.proxy) if f.name == 'proxy' else getattr(self, f.name)!r}"
             for f in dataclasses.fields(self)
             if f.name != "secrets"
         ]
@@ -149,6 +159,7 @@ class CallbacksConfig:
         redis = get("redis")
         values["redis"] = None if redis is None else settings_from_block(redis, problems)
         values["admins"] = _admins(get("admins"), problems)
+        values.update(_transport(get, problems))
         if problems:
             raise ConfigError(problems)
         return cls(**values), unknown
@@ -297,3 +308,34 @@ def _admins(value, problems):
         else:
             admins.append(entry)
     return tuple(admins)
+
+
+def _transport(get, problems):
+    """TLS files (loaded, and so checked, when the engine builds its transport),
+    the proxy and ``no_proxy``."""
+    from salt_callbacks.delivery import proxy  # pylint: disable=import-outside-toplevel
+
+    values = {key: _optional_str(key, get(key), problems) for key in ("ca_bundle", "client_cert", "client_key")}
+    if values["client_key"] is not None and values["client_cert"] is None:
+        problems.append("callbacks:client_key is set without callbacks:client_cert (the certificate it belongs to)")
+    values["proxy"] = get("proxy")
+    if values["proxy"] is not None:
+        try:
+            proxy.parse_proxy(values["proxy"])
+        except ValueError as exc:
+            problems.append(f"callbacks:proxy {exc}")
+            values["proxy"] = None
+    try:
+        everything, names, networks = proxy.parse_no_proxy(get("no_proxy"))
+        values["no_proxy"] = (("*",) if everything else ()) + names + tuple(str(n) for n in networks)
+    except ValueError as exc:
+        problems.append(f"callbacks:no_proxy{exc if str(exc).startswith('[') else ' ' + str(exc)}")
+        values["no_proxy"] = ()
+    return values
+
+
+def _redacted_proxy(value):
+    if not value or "@" not in value:
+        return value
+    scheme, _, rest = value.partition("://")
+    return f"{scheme}://<credentials>@{rest.rsplit('@', 1)[1]}"

@@ -14,7 +14,6 @@ from salt_callbacks.adapters import acl, bus, cache, cli, eauth, jobcache, publi
 from salt_callbacks.api import config as apiconfig
 from salt_callbacks.config import CallbacksConfig, unknown_keys_message
 from salt_callbacks.delivery.engine import CallbackEngine
-from salt_callbacks.delivery.guard import AddressGuard
 from salt_callbacks.delivery.transport import AiohttpTransport
 from salt_callbacks.exceptions import ConfigError, SealError
 from salt_callbacks.ha import claims as ha_claims
@@ -185,7 +184,7 @@ def build_engine(config, store, notify=None, transport=None, clock=time.time, re
     return CallbackEngine(
         config,
         store,
-        transport or AiohttpTransport(config.max_concurrency, guard=AddressGuard(config.allow_networks)),
+        transport or AiohttpTransport.from_config(config),
         keys_for(config, opts),
         clock=clock,
         notify=notify,
@@ -296,4 +295,5 @@ def build_api(opts):
         login=tokens.login,
         page_size=api_config.page_size,
     )
-    return CallbacksApi(service, authenticator), api_config
+    return CallbacksApi(service, authenticator, public_url=api_config.public_url,
+                        login_rate=api_config.login_rate), api_config

@@ -8,6 +8,7 @@ only about serving HTTP and the key file that seals callers' tokens.
 
 import dataclasses
 import os
+import urllib.parse
 from typing import Mapping
 
 from salt_callbacks.exceptions import ConfigError
@@ -24,6 +25,8 @@ KEYS = {
     "disable_ssl": (False, "serve plain HTTP (local use, or behind a TLS proxy)"),
     "key_file": (None, "key file that seals callers' tokens at rest (default: <pki_dir>/callbacks_api.key)"),
     "page_size": (100, "devices per page of GET /dongle/devices/ when ?page_size= is not given"),
+    "public_url": (None, "the API's address as clients reach it (https://host[:port][/prefix]), for pagination links; unset: relative links"),
+    "login_rate": (10, "login attempts per client address per minute (bursts as large); more get HTTP 429 with Retry-After"),
 }
 MAX_PAGE_SIZE = 1000
 
@@ -37,6 +40,8 @@ class ApiConfig:
     disable_ssl: bool = False
     key_file: str | None = None
     page_size: int = KEYS["page_size"][0]
+    public_url: str | None = None
+    login_rate: int = KEYS["login_rate"][0]
 
     @classmethod
     def from_mapping(cls, block):
@@ -78,13 +83,35 @@ class ApiConfig:
         page_size = get("page_size")
         if not (isinstance(page_size, int) and not isinstance(page_size, bool)) or not 1 <= page_size <= MAX_PAGE_SIZE:
             problems.append(f"{BLOCK}:page_size must be an integer between 1 and {MAX_PAGE_SIZE}, got {page_size!r}")
+        public_url = _public_url(get("public_url"), problems)
+        login_rate = get("login_rate")
+        if not (isinstance(login_rate, int) and not isinstance(login_rate, bool)) or not 1 <= login_rate <= 100000:
+            problems.append(f"{BLOCK}:login_rate must be an integer between 1 and 100000, got {login_rate!r}")
         if problems:
             raise ConfigError(problems)
-        return cls(port=port, host=host, disable_ssl=disable_ssl, page_size=page_size, **paths), unknown
+        return cls(port=port, host=host, disable_ssl=disable_ssl, page_size=page_size, public_url=public_url,
+                   login_rate=login_rate, **paths), unknown
 
     @classmethod
     def from_opts(cls, opts):
         return cls.from_mapping(opts.get(BLOCK) if opts.get(BLOCK) is not None else {})
+
+
+def _public_url(value, problems):
+    if value is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(value) if isinstance(value, str) else None
+        ok = (parts is not None and parts.scheme in ("http", "https") and parts.hostname
+              and not parts.query and not parts.fragment and "@" not in parts.netloc)
+        parts is not None and parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        ok = False
+    if not ok:
+        problems.append(f"{BLOCK}:public_url must be an http(s) URL with a host and no query, "
+                        f"e.g. https://salt.example.com:8100, got {value!r}")
+        return None
+    return value.rstrip("/")
 
 
 def key_file_path(opts):

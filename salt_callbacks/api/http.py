@@ -4,21 +4,31 @@ REST-framework form (``{"detail": msg}``, or ``{"<field>": [msg]}`` for bad fiel
 Every route except ``POST /auth/login/`` needs ``Authorization: APIToken <token>``
 or ``Bearer <token>`` with a Salt eauth token (see api/auth.py). The route
 handlers only parse HTTP; what they do is ``ApiService``'s. Salt calls block
-(the token store, LocalClient, salt.cache), so they run in a few worker
-threads and never hold up the event loop.
+(the token store, LocalClient, salt.cache), so they run in worker threads
+and never hold up the event loop: the login in a pool of its own, the other
+routes in another, each with a bounded queue (api/limits.py). Logins are
+throttled per client address (429 with ``Retry-After``).
+
+Routes are registered in one place, ``CallbacksApi.routes()``; the
+deliveries page adds its own to the same app (``api/ui``), and goes through
+``blocking()`` and ``login_call()`` so it shares the pools and the throttle.
+
+A failure nobody planned for answers ``{"detail": "internal error",
+"error_id": "<id>"}`` and logs the traceback under that id.
 
 Lifecycle, top to bottom: ``serve()`` starts the site, waits for the stop
 event, then stops taking requests and lets those in flight finish.
 """
 
 import asyncio
-import concurrent.futures
-import json
 import logging
 import ssl
+import uuid
 
 from aiohttp import web
 
+from salt_callbacks.api.bodies import BadRequest, json_object
+from salt_callbacks.api.limits import BoundedPool, Busy, LoginThrottle, Throttled
 from salt_callbacks.exceptions import (
     AccessDeniedError,
     AuthenticationError,
@@ -40,27 +50,43 @@ access_log = logging.getLogger(__name__ + ".access")
 #: Largest request body accepted (a command and its arguments, not a payload).
 MAX_REQUEST_BYTES = 1024 * 1024
 WORKER_THREADS = 4
+#: Calls that may wait for a worker thread beyond those running; more get a 503 at once.
+WORKER_QUEUE = 64
+LOGIN_THREADS = 2
+LOGIN_QUEUE = 8
+#: Login attempts per client address per minute, when the config does not say.
+LOGIN_RATE = 10
 SHUTDOWN_GRACE = 10.0
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 WWW_AUTHENTICATE = 'Bearer realm="salt-callbacks"'
 
 
 class CallbacksApi:
-    def __init__(self, service, authenticator, threads=WORKER_THREADS):
+    def __init__(self, service, authenticator, threads=WORKER_THREADS, public_url=None, login_rate=LOGIN_RATE,
+                 login_threads=LOGIN_THREADS, queue=WORKER_QUEUE, login_queue=LOGIN_QUEUE):
+        """``public_url``: where clients reach the API (``callbacks_api:public_url``),
+        for the pagination links; relative links without it."""
         self.service = service
         self.authenticator = authenticator
-        self._threads = threads
-        self._pool = None  # the app's worker threads, from its startup to its cleanup
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.throttle = LoginThrottle(login_rate)
+        self._pool = BoundedPool("API", threads, queue)
+        self._login_pool = BoundedPool("login", login_threads, login_queue)
 
-    def app(self):
-        app = web.Application(middlewares=[self._errors], client_max_size=MAX_REQUEST_BYTES)
-        app.add_routes([
+    def routes(self):
+        """Every route of the API, in one list."""
+        return [
             web.post("/auth/login/", self.login),
             web.get("/dongle/devices/", self.devices),
+            web.get("/dongle/devices/by_unit_id/{unit_id}/", self.device_by_unit_id),
             web.post("/dongle/devices/{device_id}/execute/", self.execute),
             web.post("/dongle/devices/{device_id}/execute_raw/", self.execute_raw),
             web.get("/dongle/devices/{device_id}/callback/{jid}/", self.callback),
-        ])
+        ]
+
+    def app(self):
+        app = web.Application(middlewares=[self._errors], client_max_size=MAX_REQUEST_BYTES)
+        app.add_routes(self.routes())
         app.on_startup.append(self._open)
         app.on_cleanup.append(self._close)
         return app
@@ -68,8 +94,7 @@ class CallbacksApi:
     # -- routes -------------------------------------------------------------
 
     async def login(self, request):
-        body = await _json_object(request)
-        return _json(await self._blocking(self.service.login, body))
+        return _json(await self.login_call(request, await _json_object(request)))
 
     async def devices(self, request):
         identity = await self._identity(request)
@@ -78,10 +103,14 @@ class CallbacksApi:
         )
         return _json({
             "count": page["count"],
-            "next": _page_url(request, page["next_page"]),
-            "previous": _page_url(request, page["previous_page"]),
+            "next": self.page_url(request, page["next_page"]),
+            "previous": self.page_url(request, page["previous_page"]),
             "results": page["results"],
         })
+
+    async def device_by_unit_id(self, request):
+        identity = await self._identity(request)
+        return _json(await self._blocking(self.service.device_by_unit_id, identity, request.match_info["unit_id"]))
 
     async def execute(self, request):
         identity = await self._identity(request)
@@ -102,18 +131,37 @@ class CallbacksApi:
 
     # -- plumbing -----------------------------------------------------------
 
+    def page_url(self, request, page):
+        """A link to ``page`` of this listing: under ``public_url`` when set,
+        else relative (the ``Host`` header is the client's to choose)."""
+        if page is None:
+            return None
+        relative = str(request.rel_url.update_query(page=str(page)))
+        return f"{self.public_url}{relative}" if self.public_url else relative
+
+    async def login_call(self, request, body):
+        """``ApiService.login(body)`` for ``request``'s client: throttled per
+        address, on the login pool. Raises ``Throttled``/``Busy``."""
+        self.throttle.take(request.remote or "unknown")
+        return await self._login_pool.run(self.service.login, body)
+
+    async def blocking(self, func, *args):
+        """``func(*args)`` on the API's worker pool (raises ``Busy`` when its queue is full)."""
+        return await self._pool.run(func, *args)
+
     async def _identity(self, request):
         return await self._blocking(self.authenticator.authenticate, request.headers.get("Authorization"))
 
-    async def _blocking(self, func, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+    _blocking = blocking
 
     async def _open(self, _app):
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="callbacks-api")
+        self._pool.open()
+        self._login_pool.open()
 
     async def _close(self, _app):
         # Requests in flight have finished by now (the runner waits for them).
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()
+        self._login_pool.close()
 
     @web.middleware
     async def _errors(self, request, handler):
@@ -128,17 +176,25 @@ class CallbacksApi:
             return _json({"detail": _http_detail(exc, request)}, status=exc.status,
                          headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None)
         except Exception:  # boundary: a bug must answer 500, not drop the connection
-            log.error("callbacks API: unexpected error on %s %s", request.method, request.path, exc_info=True)
-            return _json({"detail": "A server error occurred."}, status=500)
+            return internal_error(f"unexpected error on {request.method} {request.path}", exc_info=True)
 
 
-class _BadRequest(CallbackError):
-    """A body that is not a JSON object (a request-level error, not a field's)."""
+def internal_error(what, exc_info=False):
+    """A 500 that says nothing of the inside; the log line carries the same ``error_id``."""
+    error_id = uuid.uuid4().hex
+    log.error("callbacks API: internal error %s: %s", error_id, what, exc_info=exc_info)
+    return _json({"detail": "internal error", "error_id": error_id}, status=500)
 
 
 def _error_response(exc):
-    if isinstance(exc, _BadRequest):
+    if isinstance(exc, BadRequest):
         return _json({"detail": str(exc)}, status=400)
+    if isinstance(exc, Throttled):
+        return _json({"detail": str(exc)[:1].upper() + str(exc)[1:] + "."}, status=429,
+                     headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, Busy):
+        return _json({"detail": str(exc)[:1].upper() + str(exc)[1:] + "."}, status=503,
+                     headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, AuthenticationError):
         return _json({"detail": exc.detail}, status=401, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
     if isinstance(exc, FieldErrors):
@@ -157,8 +213,7 @@ def _error_response(exc):
     if isinstance(exc, (StoreError, SigningError)):
         log.error("callbacks API: %s", exc)
         return _json({"detail": "The service is unavailable; try again later."}, status=503)
-    log.error("callbacks API: request failed: %s", exc)
-    return _json({"detail": str(exc)}, status=500)
+    return internal_error(f"request failed: {type(exc).__name__}: {exc}")
 
 
 def _http_detail(exc, request):
@@ -172,26 +227,11 @@ def _http_detail(exc, request):
 
 
 async def _json_object(request):
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _BadRequest(f"JSON parse error - {exc}") from None
-    if not isinstance(body, dict):
-        raise _BadRequest(f"Expected a JSON object, got {type(body).__name__}.")
-    return body
+    return json_object(await request.read())
 
 
 def _json(data, status=200, headers=None):
     return web.json_response(data, status=status, headers=headers)
-
-
-def _page_url(request, page):
-    if page is None:
-        return None
-    return str(request.url.update_query(page=str(page)))
 
 
 def ssl_context(config):

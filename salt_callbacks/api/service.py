@@ -85,7 +85,7 @@ class ApiService:
         chunk = ids[(page - 1) * size: page * size]
         return {
             "count": len(ids),
-            "results": [{"id": d, "unit_id": d} for d in chunk],
+            "results": [device_object(d) for d in chunk],
             "next_page": page + 1 if page < pages else None,
             "previous_page": page - 1 if page > 1 else None,
         }
@@ -103,6 +103,15 @@ class ApiService:
         request = ExecuteRequest.from_command_line(body["command"], self._parse_cli_args, device_id=device,
                                                    **self._callback_fields(body))
         return self._execute(identity, request, body)
+
+    def device_by_unit_id(self, identity, unit_id):
+        """The device whose ``unit_id`` this is, as the device list shows it
+        (AutoPi clients look a device up this way, then use its ``id``).
+        ``NotFoundError`` when there is none, or not one the caller may target."""
+        device = self._device(unit_id)  # unit_id is the minion id here
+        if not self.permissions.visible_devices(identity.caller)(device):
+            raise NotFoundError(device, None)
+        return device_object(device)
 
     def callback(self, identity, device_id, jid):
         device = self._device(device_id)
@@ -194,3 +203,8 @@ def _page_number(name, value, default, maximum, errors):
         errors[name] = [f"Must be an integer {limit}, got {text!r}."]
         return default
     return number
+
+
+def device_object(minion_id):
+    """One device as the API shows it: ``id`` and ``unit_id`` are both the minion id."""
+    return {"id": minion_id, "unit_id": minion_id}

@@ -51,6 +51,8 @@ TICK = 0.05
 HELD_EVENTS_MEMORY = 10000
 #: Seconds that in-flight attempts may run on after shutdown begins.
 SHUTDOWN_GRACE = 5.0
+#: Longest stretch (seconds) adopting the records read at a start or catch-up holds the loop.
+ADOPT_SLICE = 0.005
 #: TIMEOUTs fired per tick at most: a herd of overdue deadlines (after a
 #: restart, say) is spread over ticks instead of stalling the loop.
 DEADLINES_PER_TICK = 2000
@@ -97,7 +99,7 @@ class CallbackEngine:
     async def startup(self):
         # Heartbeat first, so the records loaded below can be claimed (in a thread: it may connect to Redis).
         await asyncio.get_running_loop().run_in_executor(None, self.coordinator.start, self.clock())
-        loaded = self._adopt(await self._read_open())
+        loaded = await self._read_open()
         log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
 
     async def main_loop(self, should_exit):
@@ -138,22 +140,33 @@ class CallbackEngine:
 
     async def reconcile(self):
         """Catch up after events were lost (the bus cut this subscriber off): the same as a start."""
-        resumed = self._adopt(await self._read_open())
+        resumed = await self._read_open()
         log.log(logging.WARNING if resumed else logging.INFO,
                 "callbacks: caught up with the store and the job cache after the bus connection "
                 "closed; %d record(s) picked up", resumed)
         return resumed
 
     async def _read_open(self):
-        # Events keep coming while the thread reads: remember what finishes meanwhile.
+        """Read every open record in a thread, then adopt them on the loop in
+        slices. Returns how many were newly tracked."""
+        # Events keep coming while the thread reads and between the slices:
+        # remember what finishes meanwhile (the guard stays up until the end).
         with self._reads.reading():
-            return await asyncio.get_running_loop().run_in_executor(None, read_open_jobs, self.store, self.recover)
+            snapshot = await asyncio.get_running_loop().run_in_executor(None, read_open_jobs, self.store,
+                                                                        self.recover)
+            return await self._adopt(snapshot)
 
-    def _adopt(self, snapshot):
-        """Track every record of a ``read_open_jobs`` snapshot, and deliver the returns found with it."""
+    async def _adopt(self, snapshot):
+        """Track every record of a ``read_open_jobs`` snapshot, and deliver the
+        returns found with it, letting events through every ``ADOPT_SLICE`` s
+        (thousands of records after a bus gap held the loop for seconds)."""
         count = 0
-        finished = self._reads.take()
+        finished = self._reads.take()  # while reading(): the live set, still growing
+        slice_ends = time.monotonic() + ADOPT_SLICE
         for jid, records, returns in snapshot:
+            if time.monotonic() >= slice_ends:
+                await asyncio.sleep(0)
+                slice_ends = time.monotonic() + ADOPT_SLICE
             for record in records:
                 if record.key not in finished:  # else the copy read is older than the engine's
                     count += self.track(record)

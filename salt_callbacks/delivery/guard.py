@@ -1,40 +1,50 @@
 """The outbound address guard: a callback URL must not reach the master's own networks.
 
 A webhook URL is chosen by whoever calls the runner, and the master usually
-sits inside the network it manages. So before every attempt the host is
-resolved, every address is checked, and the connection goes to an address
-that was checked (the resolver hands aiohttp the vetted list), so a DNS answer
-cannot change between the check and the connect.
+sits inside the network it manages. The URL is parsed once (``urls.parse``:
+the same parse aiohttp is handed, IDNA/UTS46-mapped to the ASCII host it
+connects to) and the guard judges that host: on its face at the runner, the
+HTTP API and the engine's registration, and again at connect time, where the
+transport's connector checks every address it is about to connect to, IP
+literals included, so what was checked is what is contacted.
 
-Blocked: loopback, private, link-local (cloud metadata 169.254.169.254
-included), CGNAT 100.64/10, multicast, reserved, unspecified, and anything
-else that is not globally routable; IPv4 addresses hidden in IPv6 (mapped
-``::ffff:``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo) are
-unwrapped and judged as IPv4. Numeric host spellings that ``getaddrinfo``
-accepts (``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``) are
-parsed the same way. ``allow_networks`` lets chosen ranges through.
+Refused: the ranges of ``ranges.py`` (IANA's special-purpose registries,
+written out so every Python judges alike: loopback, private, link-local and
+cloud metadata, CGNAT, 192.0.0.0/24, benchmarking, documentation, multicast,
+reserved; for IPv6 everything outside 2000::/3, fec0::/10 included). IPv4
+addresses hidden in IPv6 (mapped ``::ffff:``, NAT64 ``64:ff9b::/96``, 6to4
+``2002::/16``) are unwrapped and judged as IPv4. Numeric host spellings that
+``getaddrinfo`` accepts (``127.1``, ``2130706433``, ``0x7f.1``,
+``0177.0.0.1``) are parsed the same way. ``allow_networks`` lets chosen
+ranges through.
 """
 
 import ipaddress
 import socket
 
+from salt_callbacks.delivery import ranges
 from salt_callbacks.exceptions import BlockedAddressError
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+TEREDO = ipaddress.ip_network("2001::/32")
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
-
 
 
 def numeric_host(host):
     """The address a numeric host spelling stands for, or None for a name.
 
-    ``inet_aton`` accepts exactly the legacy IPv4 forms that resolvers do.
+    ``inet_aton`` accepts exactly the legacy IPv4 forms that resolvers do;
+    one trailing dot (``127.0.0.1.``) is a spelling of the same address.
     """
     host = host.strip("[]")
+    if host.endswith(".") and not host.endswith(".."):
+        host = host[:-1]
     try:
-        return ipaddress.ip_address(host)
+        return ipaddress.ip_address(host.split("%", 1)[0] if ":" in host else host)
     except ValueError:
         pass
+    if not host or not host.isascii() or not all(c.isalnum() or c == "." for c in host):
+        return None
     try:
         return ipaddress.IPv4Address(socket.inet_aton(host))
     except (OSError, ValueError):
@@ -42,7 +52,7 @@ def numeric_host(host):
 
 
 def unwrap(address):
-    """The IPv4 address an IPv6 address carries inside it, if any."""
+    """The IPv4 address an IPv6 address carries inside it, or the address itself."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped:
             return address.ipv4_mapped
@@ -50,9 +60,12 @@ def unwrap(address):
             return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if address.sixtofour:
             return address.sixtofour
-        if address.teredo:
-            return address.teredo[1]
     return address
+
+
+def is_localhost(host):
+    host = host.lower().rstrip(".")
+    return host == "localhost" or host.endswith(".localhost")
 
 
 class AddressGuard:
@@ -62,10 +75,16 @@ class AddressGuard:
     def allowed(self, address):
         if isinstance(address, str):
             address = ipaddress.ip_address(address.split("%", 1)[0])
-        candidates = {address, unwrap(address)}
-        if any(a in net for a in candidates for net in self.allow_networks if a.version == net.version):
-            return True
-        return not any(_special(a) for a in candidates)
+        inner = unwrap(address)
+        if self.allow_networks:
+            for candidate in (address, inner):
+                if any(candidate in net for net in self.allow_networks if candidate.version == net.version):
+                    return True
+        if inner is not address:
+            # A translation form is judged by the IPv4 address it carries
+            # (6to4's own prefix is global; NAT64's sits outside 2000::/3).
+            return not ranges.blocked(inner)
+        return not ranges.blocked(address)
 
     def check(self, address):
         """Raise ``BlockedAddressError`` unless ``address`` may be contacted."""
@@ -76,24 +95,18 @@ class AddressGuard:
     def check_url_host(self, host):
         """Refuse a host that is blocked on its face (an address or ``localhost``).
 
-        Names are checked again, resolved, before every attempt.
+        ``host`` is the ASCII host as ``urls.parse`` gives it. Names are
+        resolved and their addresses checked at connect time.
         """
         address = numeric_host(host)
         if address is not None:
             self.check(address)
-        elif host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost"):
+        elif is_localhost(host):
             self.check(ipaddress.ip_address("127.0.0.1"))
 
-
-def _special(address):
-    if address.version == 4 and address in CGNAT:
-        return True
-    return (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or not address.is_global
-    )
+    def check_target(self, target):
+        """``check_url_host`` for a parsed ``urls.Target``."""
+        if target.address is not None:
+            self.check(target.address)
+        elif is_localhost(target.host):
+            self.check(ipaddress.ip_address("127.0.0.1"))

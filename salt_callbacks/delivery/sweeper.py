@@ -12,6 +12,9 @@ import logging
 
 log = logging.getLogger(__name__)
 
+#: Expired jobs whose in-memory copies are dropped per pass on the loop (~1 µs each).
+FORGET_SLICE = 2000
+
 
 class RetentionSweeper:
     def __init__(self, store, writer, retention, forget):
@@ -36,7 +39,10 @@ class RetentionSweeper:
     async def _sweep_in_thread(self, now):
         try:
             expired = await self._writer.call(self._store.expired_jobs, now - self._retention)
-            self._forget(expired)
+            # On the loop, in slices: forgetting 100k records at once held it ~0.2 s.
+            for start in range(0, len(expired), FORGET_SLICE):
+                self._forget(expired[start:start + FORGET_SLICE])
+                await asyncio.sleep(0)
             await self._writer.call(self._remove, expired)
         except Exception:  # boundary: a failing store must not stop the clock
             log.error("callbacks: the retention sweep failed", exc_info=True)

@@ -6,6 +6,12 @@ socket operation and a receiver that drips a byte at a time holds it for ever.
 aiohttp is already a Salt dependency, and one event loop carries hundreds of
 concurrent deliveries without a thread each.
 
+The URL is parsed once (``urls.parse``, cached) and aiohttp is handed that
+parse; the connector checks every address it connects to (names and IP
+literals alike) against the guard. TLS uses one context built at start
+(``tls.py``); a proxy, when configured, has its own connector that may reach
+only the proxy (``proxy.py``).
+
 Anything that speaks ``post(url, body, headers, timeout) -> AttemptResult``
 is a transport; tests hand the engine a fake one instead of patching.
 """
@@ -13,12 +19,13 @@ is a transport; tests hand the engine a fake one instead of patching.
 import asyncio
 import email.utils
 import time
-import urllib.parse
 
 import aiohttp
 import aiohttp.abc
 
+from salt_callbacks.delivery import tls, urls
 from salt_callbacks.delivery.guard import AddressGuard
+from salt_callbacks.delivery.proxy import ProxyRoute
 from salt_callbacks.exceptions import BlockedAddressError
 from salt_callbacks.model.records import AttemptResult
 from salt_callbacks.redact import redact_url
@@ -59,11 +66,7 @@ async def _read_capped(stream, limit):
 
 
 class GuardedResolver(aiohttp.abc.AbstractResolver):
-    """Resolves with ``inner`` and refuses the whole answer if any address is blocked.
-
-    aiohttp connects only to addresses this returns, so what was checked is
-    what is contacted.
-    """
+    """Resolves with ``inner`` and refuses the whole answer if any address is blocked."""
 
     def __init__(self, guard, inner=None):
         self._guard = guard
@@ -82,43 +85,119 @@ class GuardedResolver(aiohttp.abc.AbstractResolver):
             await self._inner.close()
 
 
+class GuardedConnector(aiohttp.TCPConnector):
+    """A connector that checks every address it is about to connect to.
+
+    aiohttp skips the resolver for IP literals; this sits after that branch,
+    so a literal is judged like a resolved name. ``only_host`` (the proxy's
+    connector) trusts that one host as configured and refuses every other.
+    """
+
+    def __init__(self, guard, only_host=None, **kwargs):
+        super().__init__(**kwargs)
+        self._guard = guard
+        self._only_host = only_host
+
+    async def _resolve_host(self, host, port, *args, **kwargs):
+        if self._only_host is not None and host.lower().rstrip(".") != self._only_host:
+            raise BlockedAddressError(f"{host} is not the configured proxy")
+        answers = await super()._resolve_host(host, port, *args, **kwargs)
+        if self._only_host is None:
+            for answer in answers:
+                self._guard.check(answer["host"])
+        return answers
+
+
 class AiohttpTransport:
-    def __init__(self, max_concurrency=200, guard=None, resolver=None):
+    def __init__(self, max_concurrency=200, guard=None, resolver=None, ssl_context=None, proxy=None,
+                 has_client_cert=False):
         """``resolver`` is an aiohttp resolver to check and use (tests inject
-        one whose answers change); by default the system's."""
+        one whose answers change); by default the system's. ``ssl_context``
+        defaults to ``tls.client_context()`` (system CAs); ``proxy`` is a
+        ``ProxyRoute`` or None."""
         self._max_concurrency = max_concurrency
         self._guard = guard or AddressGuard()
-        self._resolver = resolver
+        self._resolver = GuardedResolver(self._guard, resolver)
+        self._ssl = ssl_context or tls.client_context()
+        self._has_client_cert = has_client_cert
+        self._proxy = proxy
         self._session = None
+        self._proxy_session = None
 
-    def _ensure_session(self):
+    @classmethod
+    def from_config(cls, config):
+        """Raises ``ConfigError`` naming the TLS key whose file cannot be used."""
+        proxy = ProxyRoute(config.proxy, config.no_proxy) if config.proxy else None
+        return cls(
+            config.max_concurrency,
+            guard=AddressGuard(config.allow_networks),
+            ssl_context=tls.client_context(config.ca_bundle, config.client_cert, config.client_key),
+            proxy=proxy,
+            has_client_cert=config.client_cert is not None,
+        )
+
+    def _new_session(self, connector):
+        return aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # a receiver's gzip bomb stays compressed and unread
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,  # the proxy is callbacks:proxy, never the environment's
+        )
+
+    def _direct(self):
         # Created lazily: a ClientSession must be born inside the running loop.
         if self._session is None:
             # Per-host limits are the engine's (it must not let one host hold
             # global slots); the connector only caps sockets overall.
-            connector = aiohttp.TCPConnector(
+            self._session = self._new_session(GuardedConnector(
+                self._guard,
                 limit=self._max_concurrency,
-                resolver=GuardedResolver(self._guard, self._resolver),
+                resolver=self._resolver,
                 use_dns_cache=False,  # every new connection is resolved and checked afresh
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,  # a receiver's gzip bomb stays compressed and unread
-                headers={"User-Agent": USER_AGENT},
-            )
+                ssl=self._ssl,
+            ))
         return self._session
 
+    def _proxied(self):
+        if self._proxy_session is None:
+            self._proxy_session = self._new_session(GuardedConnector(
+                self._guard, only_host=self._proxy.host, limit=self._max_concurrency, ssl=self._ssl,
+            ))
+        return self._proxy_session
+
+    async def _judge_destination(self, target):
+        """Through a proxy aiohttp never resolves the destination: resolve it
+        here and refuse it if any of its addresses is blocked."""
+        if target.address is None:
+            await self._resolver.resolve(target.host, target.port)
+
     async def post(self, url, body, headers, timeout):
-        session = self._ensure_session()
+        target = None
         try:
-            # aiohttp skips the resolver for address literals: check those here.
-            self._guard.check_url_host(urllib.parse.urlsplit(url).hostname or "")
+            target = urls.parse(url)
+            self._guard.check_target(target)  # blocked on its face: no lookup, no connect
+            options = {}
+            if self._proxy is not None and self._proxy.uses_proxy(target.host):
+                started = time.monotonic()
+                await asyncio.wait_for(self._judge_destination(target), timeout)
+                timeout = max(0.001, timeout - (time.monotonic() - started))
+                session = self._proxied()
+                options["proxy"] = self._proxy.url
+                if self._proxy.authorization:
+                    # CONNECT carries it for https; a proxied http request carries it itself.
+                    if target.is_tls:
+                        options["proxy_headers"] = {"Proxy-Authorization": self._proxy.authorization}
+                    else:
+                        headers = {**headers, "Proxy-Authorization": self._proxy.authorization}
+            else:
+                session = self._direct()
             async with session.post(
-                url,
+                target.url,
                 data=body,
                 headers=headers,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                **options,
             ) as response:
                 excerpt = await _read_capped(response.content, MAX_RESPONSE_BYTES)
                 retry_after = None
@@ -129,18 +208,35 @@ class AiohttpTransport:
                     excerpt=excerpt.decode("utf-8", "replace"),
                     retry_after=retry_after,
                 )
+        except urls.InvalidURL as exc:
+            return AttemptResult(status=None, error=f"not sent: the URL {exc}")
         except BlockedAddressError as exc:
             return AttemptResult(status=None, error=f"not sent: {exc}")
         except asyncio.TimeoutError:
             return AttemptResult(status=None, error=f"no complete response within {timeout:g} s")
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, BlockedAddressError):
-                return AttemptResult(status=None, error=f"not sent: {exc.os_error}")
-            return AttemptResult(status=None, error=f"cannot connect to {redact_url(url)}: {exc.os_error or exc}")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return AttemptResult(status=None, error=f"{type(exc).__name__}: {exc}")
+            return AttemptResult(status=None, error=self._describe(exc, url, target))
+
+    def _describe(self, exc, url, target):
+        os_error = getattr(exc, "os_error", None)
+        if isinstance(os_error, BlockedAddressError):
+            return f"not sent: {os_error}"
+        certificate = tls.describe(exc, target.host if target else "the receiver")
+        if certificate is not None:
+            return certificate
+        if target is not None and target.is_tls and isinstance(
+                exc, (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)) and not isinstance(
+                exc, aiohttp.ClientConnectorError):
+            return tls.describe_reset(exc, target.host, self._has_client_cert)
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return f"cannot connect to the proxy: {os_error or exc}"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return f"cannot connect to {redact_url(url)}: {os_error or exc}"
+        return f"{type(exc).__name__}: {exc}"
 
     async def close(self):
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for name in ("_session", "_proxy_session"):
+            session = getattr(self, name)
+            if session is not None:
+                setattr(self, name, None)
+                await session.close()

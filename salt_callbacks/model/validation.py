@@ -12,6 +12,7 @@ import urllib.parse
 import yaml
 
 from salt_callbacks.config import MAX_TIMEOUT, MIN_TIMEOUT
+from salt_callbacks.delivery import urls
 from salt_callbacks.exceptions import BlockedAddressError, InputError
 
 # ``module.function``: the same shape Salt's loader exposes (``cmd.run``, ``state.sls``).
@@ -78,15 +79,22 @@ def callback_url(value):
         raise InputError("callback_url", "must include a host")
     if port == 0:
         raise InputError("callback_url", "port 0 is not a valid destination")
+    try:
+        urls.parse(value)  # the transport's own parse: a URL it would refuse is refused here
+    except urls.InvalidURL as exc:
+        raise InputError("callback_url", str(exc)) from exc
     return value
 
 
 def destination_allowed(url, guard):
     """Refuse a callback URL whose host is blocked on its face (``127.1``,
-    ``[::1]``, ``localhost``...). Names are resolved and checked again before
-    every attempt."""
+    ``[::1]``, ``１２７.０.０.１``, ``localhost``...), judged on the parse the
+    transport connects with (``urls.parse``: IDNA/UTS46-mapped, as aiohttp
+    does). Names are resolved and checked again at every connect."""
     try:
-        guard.check_url_host(urllib.parse.urlsplit(url).hostname or "")
+        guard.check_target(urls.parse(url))
+    except urls.InvalidURL as exc:
+        raise InputError("callback_url", str(exc)) from exc
     except BlockedAddressError as exc:
         raise InputError("callback_url", str(exc)) from exc
 

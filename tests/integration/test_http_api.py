@@ -8,6 +8,7 @@ One master, two minions and one salt-api for the whole module.
 
 import hashlib
 import hmac
+import json
 import os
 import pathlib
 import re
@@ -21,6 +22,7 @@ import salt.auth
 import salt.cache
 import salt.payload
 import standardwebhooks
+import urllib3
 
 from salt_callbacks.webhook import signing
 from tests.integration.helpers import ALICE_SECRET, SECRET, start_master, wait_for_engine, engine_starts
@@ -494,3 +496,83 @@ def test_no_token_appears_in_plain_text_in_stores_job_cache_logs_events_or_respo
     assert leaks == []
     sealed_outside = [n for n, text in haystacks.items() if "sealed:v1:" in text and "cache/callbacks" not in n]
     assert sealed_outside == []
+
+
+# -- by unit id, then execute_raw with that object's id (issue 16.6) ------------------------
+
+
+def test_a_client_that_looks_a_device_up_by_unit_id_then_runs_a_command_works_unchanged(api, receiver, hook):
+    # What DIMO's devices-api (an AutoPi client) does first: look up, then POST with the object's id.
+    path, url = hook
+    token = login(api, "alice")
+    status, device = call(api, "GET", f"/dongle/devices/by_unit_id/{MINION}/", token)
+    assert status == 200
+    _, listed = call(api, "GET", "/dongle/devices/", token)
+    assert device in listed["results"]
+    status, published = call(api, "POST", f"/dongle/devices/{device['id']}/execute_raw/", token,
+                             body={"command": "test.ping", "callback_url": url})
+    assert status == 200 and published["minions"] == [MINION]
+    (webhook,) = receiver.wait_for(path, 1, timeout=WAIT)
+    assert webhook.json["device_id"] == device["id"] and webhook.json["state"] == "COMMAND_EXECUTED"
+    assert autopi_sample_verifies(token, webhook.body, webhook.headers["x-request-signature"])
+    assert call(api, "GET", "/dongle/devices/by_unit_id/no-such-unit/", token) == (404, {"detail": "Not found."})
+    assert call(api, "GET", f"/dongle/devices/by_unit_id/{OTHER}/", login(api, "bob")) == (404, {"detail": "Not found."})
+
+
+# -- hardening: bodies, links, throttling, the 500 (issue 14.7) ---------------------------------
+
+
+def api_log(api_master):
+    root = pathlib.Path(api_master.config["root_dir"])
+    logs = [f for f in root.rglob("*") if f.is_file() and re.search(r"(^|/)(salt-)?api(\.log)?$", str(f))]
+    return "\n".join(f.read_text(errors="replace") for f in logs)
+
+
+def test_deeply_nested_or_malformed_json_is_a_400_with_a_clear_message_and_no_traceback(api, api_master):
+    token = login(api, "alice")
+    for raw, detail in [("[" * 100000, "JSON parse error - nested deeper than 32 levels."),
+                        ('{"command": "test.ping",', "JSON parse error - ")]:
+        response = requests.post(f"{api}/dongle/devices/{MINION}/execute/", data=raw, timeout=60,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        assert response.status_code == 400 and response.json()["detail"].startswith(detail), response.text
+    assert "RecursionError" not in api_log(api_master) and "JSONDecodeError" not in api_log(api_master)
+
+
+def test_pagination_links_never_take_the_host_header(api):
+    response = requests.get(f"{api}/dongle/devices/?page_size=1", timeout=30,
+                            headers={"Authorization": f"Bearer {login(api, 'alice')}", "Host": "evil.example"})
+    assert response.status_code == 200
+    assert response.json()["next"] == "/dongle/devices/?page_size=1&page=2"
+
+
+def test_logins_over_the_rate_from_one_address_get_a_429_with_retry_after(api):
+    # From 127.0.0.2 (loopback too): its own bucket, so the other tests' logins are not throttled.
+    port = int(api.rsplit(":", 1)[1])
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", port, source_address=("127.0.0.2", 0), timeout=30)
+    body = json.dumps({"username": "alice", "password": "wrong", "eauth": "nosuch"})
+    answers = [pool.request("POST", "/auth/login/", body=body, headers={"Content-Type": "application/json"})
+               for _ in range(11)]
+    statuses = [a.status for a in answers]
+    assert statuses[:10] == [401] * 10 and statuses[10] == 429, statuses
+    assert int(answers[10].headers["Retry-After"]) >= 1
+    assert "Too many login attempts" in json.loads(answers[10].data)["detail"]
+    assert login(api, "alice")  # 127.0.0.1 is another client
+
+
+def test_an_unplanned_failure_answers_internal_error_and_its_id_is_in_the_log(api, api_master):
+    # A record the store can read but nothing can use (its creation time is not a number).
+    jid = "20990101000000000042"
+    records = salt.cache.factory(api_master.config)
+    bank = f"callbacks/records/{MINION}"
+    records.store(bank, jid, {"jid": jid, "device_id": MINION, "url": "http://127.0.0.1:9/x", "created": "not a time",
+                              "timeout": 30, "command": {"returner": None, "command": "test.ping", "arg": []},
+                              "signer": "default", "user": "alice"})
+    try:
+        status, body = call(api, "GET", f"/dongle/devices/{MINION}/callback/{jid}/", login(api, "alice"))
+    finally:
+        records.flush(bank, jid)
+    assert status == 500 and set(body) == {"detail", "error_id"} and body["detail"] == "internal error"
+    deadline = time.monotonic() + WAIT
+    while body["error_id"] not in api_log(api_master):
+        assert time.monotonic() < deadline, "the error id is not in salt-api's log"
+        time.sleep(0.2)

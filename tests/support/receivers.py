@@ -97,9 +97,12 @@ class Receiver:
     ``verify_every``-th webhook; ``reject_unverified``: answer 401 when a
     check fails; ``keep_requests``: keep each request whole (else only a
     compact row per webhook, for the bench); ``counter``: a shared
-    ``multiprocessing`` value bumped per webhook."""
+    ``multiprocessing`` value bumped per webhook; ``ssl_context``: serve
+    HTTPS with it; ``host``: the loopback address to listen on."""
 
-    def __init__(self, secret=None, verify_every=1, reject_unverified=False, keep_requests=True, counter=None):
+    def __init__(self, secret=None, verify_every=1, reject_unverified=False, keep_requests=True, counter=None,
+                 ssl_context=None, host="127.0.0.1"):
+        self.ssl_context, self.host = ssl_context, host
         self.secret, self.verify_every, self.reject_unverified = secret, verify_every, reject_unverified
         self.keep_requests, self.counter = keep_requests, counter
         self.requests = []
@@ -215,9 +218,9 @@ class Receiver:
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
+        sock.bind((self.host, port))
         self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock, backlog=2048).start()
+        await web.SockSite(self._runner, sock, backlog=2048, ssl_context=self.ssl_context).start()
         if hole_port is not None:
             self._hole = await asyncio.start_server(self._hole_connection, "127.0.0.1", hole_port, backlog=2048)
 
@@ -263,8 +266,9 @@ class Receiver:
     def __exit__(self, *exc):
         self.stop()
 
-    def url(self, path="/hook"):
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path="/hook", host=None):
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host or self.host}:{self.port}{path}"
 
     def script(self, path, statuses):
         """Answer the next requests to ``path`` with ``statuses`` in turn."""

@@ -16,17 +16,16 @@ page). The page is static files shipped in the package (no build step, no
 CDN) under a strict Content-Security-Policy: no inline script or style.
 """
 
-import asyncio
 import hashlib
 import hmac
 import importlib.resources
-import json
 import os
 import time
 import urllib.parse
 
 from aiohttp import web
 
+from salt_callbacks.api.bodies import json_object
 from salt_callbacks.api.ui import views
 from salt_callbacks.exceptions import AuthenticationError, InputError
 
@@ -79,6 +78,7 @@ async def _security_headers(request, response):
 class DeliveriesPage:
     def __init__(self, api, eauth_backends=(), clock=time.time):
         self.backends = sorted(str(name) for name in eauth_backends)
+        self.api = api  # its pools and login throttle (blocking, login_call) serve the page too
         self.service = api.service  # ApiService: login, and .callbacks (CallbackService)
         self.authenticator = api.authenticator
         self.clock = clock
@@ -111,8 +111,8 @@ class DeliveriesPage:
     async def login(self, request):
         _same_origin(request)
         body = await _json_body(request)
-        token = (await _blocking(self.service.login, body))["token"]
-        identity = await _blocking(self.authenticator.authenticate, f"Bearer {token}")
+        token = (await self.api.login_call(request, body))["token"]
+        identity = await self.api.blocking(self.authenticator.authenticate, f"Bearer {token}")
         response = web.json_response(self._session_body(identity))
         response.set_cookie(COOKIE, token, path=PREFIX + "/", httponly=True, samesite="Strict",
                             secure=request.secure, max_age=max(0, int(identity.expire - self.clock())))
@@ -143,7 +143,7 @@ class DeliveriesPage:
         token = request.cookies.get(COOKIE)
         if not token:
             raise AuthenticationError("Not signed in.")
-        identity = await _blocking(self.authenticator.authenticate, f"Bearer {token}")
+        identity = await self.api.blocking(self.authenticator.authenticate, f"Bearer {token}")
         if post:
             _same_origin(request)
             sent = request.headers.get(CSRF_HEADER, "")
@@ -160,7 +160,7 @@ class DeliveriesPage:
         if outcome is not None and outcome not in views.OUTCOMES:
             raise InputError("outcome", f"must be one of {', '.join(views.OUTCOMES)}, got {outcome!r}")
         limit = _bounded_int("limit", query.get("limit"), 100, MAX_LIST)
-        found = await _blocking(self.service.callbacks.list_records, identity.caller, query.get("device") or None,
+        found = await self.api.blocking(self.service.callbacks.list_records, identity.caller, query.get("device") or None,
                                 query.get("state") or None, MAX_LIST if outcome else limit)
         rows = [views.row(view) for view in found]
         if outcome is not None:
@@ -169,30 +169,25 @@ class DeliveriesPage:
 
     async def callback(self, request):
         identity = await self._identity(request)
-        view = await _blocking(self.service.callbacks.get, identity.caller, request.match_info["device_id"],
+        view = await self.api.blocking(self.service.callbacks.get, identity.caller, request.match_info["device_id"],
                                request.match_info["jid"])
         return web.json_response(views.detail(view))
 
     async def redeliver(self, request):
         identity = await self._identity(request, post=True)
-        queued = await _blocking(self.service.callbacks.redeliver, identity.caller, request.match_info["device_id"],
+        queued = await self.api.blocking(self.service.callbacks.redeliver, identity.caller, request.match_info["device_id"],
                                  request.match_info["jid"])
         return web.json_response(queued, status=202)
 
     async def stats(self, request):
         identity = await self._identity(request)
         hours = _bounded_int("hours", request.query.get("hours"), 6, views.MAX_HOURS)
-        found = await _blocking(self.service.callbacks.list_records, identity.caller, None, None, STATS_RECORDS)
+        found = await self.api.blocking(self.service.callbacks.list_records, identity.caller, None, None, STATS_RECORDS)
         return web.json_response(views.stats(found, self.clock(), hours))
 
 
 def _read_static(name):
     return (importlib.resources.files("salt_callbacks.api.ui") / "static" / name).read_bytes()
-
-
-async def _blocking(func, *args):
-    # Salt's token store, LocalClient and salt.cache block: off the loop.
-    return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
 def _same_origin(request):
@@ -208,13 +203,7 @@ def _same_origin(request):
 async def _json_body(request):
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="Send a JSON body (Content-Type: application/json).")
-    try:
-        body = json.loads(await request.read())
-    except (UnicodeDecodeError, ValueError):
-        raise web.HTTPBadRequest(reason="The body is not JSON.") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="Expected a JSON object.")
-    return body
+    return json_object(await request.read())  # the API's own checks: depth, NaN, UTF-8; a clear 400
 
 
 def _bounded_int(name, value, default, maximum):

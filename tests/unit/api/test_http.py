@@ -419,3 +419,29 @@ def test_an_unloadable_certificate_is_a_config_error_naming_the_keys(tmp_path):
     config, _ = ApiConfig.from_mapping({"port": 1, "ssl_crt": str(tmp_path / "no.crt"), "ssl_key": str(tmp_path / "no.key")})
     with pytest.raises(ConfigError, match="callbacks_api:ssl_crt/ssl_key"):
         httpapi.ssl_context(config)
+
+
+# -- GET /dongle/devices/by_unit_id/{unit_id}/ (issue 16.6) ----------------------------
+
+
+def test_by_unit_id_returns_the_device_object_of_the_list_and_its_id_runs_commands(rig):
+    async def scenario(client):
+        listed = (await call(client, "GET", "/dongle/devices/"))[1]["results"]
+        found = await call(client, "GET", "/dongle/devices/by_unit_id/dev2/")
+        ran = await call(client, "POST", f"/dongle/devices/{found[1]['id']}/execute_raw/", body={"command": "test.ping"})
+        return listed, found, ran
+
+    listed, (status, device, _), (ran_status, ran, _) = rig.session(scenario)
+    assert status == 200 and device in listed and device == {"id": "dev2", "unit_id": "dev2"}
+    assert (ran_status, ran["minions"]) == (200, ["dev2"])
+
+
+@pytest.mark.parametrize("unit_id", ["nosuch", "dev*", "dev1,dev2"])
+def test_by_unit_id_of_no_such_device_is_a_404_in_the_apis_error_shape(rig, unit_id):
+    assert one(rig, "GET", f"/dongle/devices/by_unit_id/{unit_id}/")[:2] == (404, {"detail": "Not found."})
+
+
+def test_by_unit_id_of_a_device_the_caller_may_not_target_is_a_404(rig):
+    assert one(rig, "GET", "/dongle/devices/by_unit_id/dev2/", token=BOB)[:2] == (404, {"detail": "Not found."})
+    assert one(rig, "GET", "/dongle/devices/by_unit_id/dev1/", token=BOB)[0] == 200
+    assert one(rig, "GET", "/dongle/devices/by_unit_id/dev1/", token=None)[0] == 401
