@@ -27,6 +27,7 @@ import uuid
 
 from aiohttp import web
 
+from salt_callbacks.api import openapi
 from salt_callbacks.api.bodies import BadRequest, json_object
 from salt_callbacks.api.limits import BoundedPool, Busy, LoginThrottle, Throttled
 from salt_callbacks.exceptions import (
@@ -82,6 +83,8 @@ class CallbacksApi:
             web.post("/dongle/devices/{device_id}/execute/", self.execute),
             web.post("/dongle/devices/{device_id}/execute_raw/", self.execute_raw),
             web.get("/dongle/devices/{device_id}/callback/{jid}/", self.callback),
+            web.get("/openapi.json", self.openapi),
+            web.get("/schemas/webhook.json", self.webhook_schema),
         ]
 
     def app(self):
@@ -107,6 +110,13 @@ class CallbacksApi:
             "previous": self.page_url(request, page["previous_page"]),
             "results": page["results"],
         })
+
+    async def openapi(self, request):
+        # No token: the document describes the API, nothing about any device or user.
+        return _json(openapi.document(self.public_url))
+
+    async def webhook_schema(self, request):
+        return _json(openapi.WEBHOOK)
 
     async def device_by_unit_id(self, request):
         identity = await self._identity(request)

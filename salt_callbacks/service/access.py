@@ -121,11 +121,21 @@ class RecordAccess:
 def redacted_view(view):
     """``view`` without what only the creator and admins see (the keys absent)."""
     view = dict(view)
+    url, bare = view.get("url"), bare_url(view.get("url"))
     view["command"] = {k: v for k, v in view.get("command", {}).items() if k not in PRIVATE_COMMAND_KEYS}
-    view["sent_requests"] = [{k: v for k, v in entry.items() if k != "response_excerpt"}
+    view["sent_requests"] = [_scrubbed({k: v for k, v in entry.items() if k != "response_excerpt"}, "error", url, bare)
                              for entry in view.get("sent_requests", [])]
-    view["url"] = bare_url(view.get("url"))
+    view["deliveries"] = [_scrubbed(dict(d), "reason", url, bare) for d in view.get("deliveries", [])]
+    view["url"] = bare
     return view
+
+
+def _scrubbed(entry, key, url, bare):
+    # An error text may quote the URL it failed on (a client library's message): never its secrets.
+    text = entry.get(key)
+    if isinstance(text, str) and isinstance(url, str) and url and url != bare and url in text:
+        entry[key] = text.replace(url, bare or "<url>")
+    return entry
 
 
 def bare_url(url):

@@ -40,6 +40,8 @@ TOKENS = []
 #: Every body the API answered, for the same scan.
 RESPONSES = []
 WAIT = 30
+#: Logins per client address per minute here: the module's own logins (from 127.0.0.1) stay under it.
+LOGIN_RATE = 40
 
 
 def autopi_sample_verifies(token, body, signature):
@@ -65,7 +67,7 @@ def api_master(salt_factories, event_listener):
             },
             # salt-factories starts salt-api only with one of Salt's own API modules configured.
             "rest_cherrypy": {"host": "127.0.0.1", "port": cherrypy_port, "disable_ssl": True},
-            "callbacks_api": {"host": "127.0.0.1", "port": api_port, "disable_ssl": True},
+            "callbacks_api": {"host": "127.0.0.1", "port": api_port, "disable_ssl": True, "login_rate": LOGIN_RATE},
         },
     )
     with factory.started():
@@ -551,11 +553,11 @@ def test_logins_over_the_rate_from_one_address_get_a_429_with_retry_after(api):
     pool = urllib3.HTTPConnectionPool("127.0.0.1", port, source_address=("127.0.0.2", 0), timeout=30)
     body = json.dumps({"username": "alice", "password": "wrong", "eauth": "nosuch"})
     answers = [pool.request("POST", "/auth/login/", body=body, headers={"Content-Type": "application/json"})
-               for _ in range(11)]
+               for _ in range(LOGIN_RATE + 1)]
     statuses = [a.status for a in answers]
-    assert statuses[:10] == [401] * 10 and statuses[10] == 429, statuses
-    assert int(answers[10].headers["Retry-After"]) >= 1
-    assert "Too many login attempts" in json.loads(answers[10].data)["detail"]
+    assert statuses[:LOGIN_RATE] == [401] * LOGIN_RATE and statuses[LOGIN_RATE] == 429, statuses
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    assert "Too many login attempts" in json.loads(answers[-1].data)["detail"]
     assert login(api, "alice")  # 127.0.0.1 is another client
 
 
@@ -576,3 +578,37 @@ def test_an_unplanned_failure_answers_internal_error_and_its_id_is_in_the_log(ap
     while body["error_id"] not in api_log(api_master):
         assert time.monotonic() < deadline, "the error id is not in salt-api's log"
         time.sleep(0.2)
+
+
+# -- the OpenAPI document and the webhook schema, against real answers (issue 16.5) ---------
+
+
+def test_real_answers_and_a_real_webhook_match_the_documents_the_api_serves(api, receiver, hook):
+    import jsonschema  # pylint: disable=import-outside-toplevel
+
+    from salt_callbacks.api.openapi import response_schema  # pylint: disable=import-outside-toplevel
+
+    path, url = hook
+    doc = requests.get(f"{api}/openapi.json", timeout=30).json()
+    webhook_schema = requests.get(f"{api}/schemas/webhook.json", timeout=30).json()
+    token = login(api, "alice")
+
+    def valid(body, route, method, status):
+        jsonschema.validate(body, response_schema(doc, route, method, status), cls=jsonschema.Draft202012Validator)
+
+    status, published = call(api, "POST", f"/dongle/devices/{MINION}/execute/", token,
+                             body={"command": "test.arg", "arg": [1], "callback_url": url, "callback_timeout": 30})
+    valid(published, "/dongle/devices/{device_id}/execute/", "post", status)
+    (webhook,) = receiver.wait_for(path, 1, timeout=WAIT)
+    jsonschema.validate(webhook.json, webhook_schema, cls=jsonschema.Draft202012Validator)
+    record = wait_for_attempts(api, token, MINION, published["jid"], 1)
+    valid(record, "/dongle/devices/{device_id}/callback/{jid}/", "get", 200)
+    for route, method, body in [("/dongle/devices/", "get", None), (f"/dongle/devices/by_unit_id/{MINION}/", "get", None),
+                                ("/dongle/devices/by_unit_id/nope/", "get", None),
+                                (f"/dongle/devices/{MINION}/execute_raw/", "post", {"command": "test.ping", "x": 1})]:
+        status, body = call(api, method.upper(), route, token, body=body)
+        documented = route.replace(MINION, "{device_id}") if "execute" in route else (
+            "/dongle/devices/by_unit_id/{unit_id}/" if "by_unit_id" in route else route)
+        valid(body, documented, method, status)
+    status, body = call(api, "GET", "/dongle/devices/")
+    valid(body, "/dongle/devices/", "get", status)

@@ -128,3 +128,13 @@ def test_admins_are_named_by_backend_and_no_eauth_name_is_a_system_admin():
     assert not access.is_admin(Caller.eauth("root", "pam")) and not access.is_admin(Caller.eauth("alice", "ldap"))
     assert not access.is_admin(Caller.system("alice"))
     assert not access.is_admin(Caller(name="alice", kind="eauth", backends=("ldap", "pam")))
+
+
+def test_an_error_text_quoting_the_url_is_scrubbed_for_others():
+    from salt_callbacks.service.access import redacted_view  # pylint: disable=import-outside-toplevel
+
+    view = {"url": SECRET_URL, "command": {"command": "x"},
+            "sent_requests": [{"error": f"ClientResponseError: 500, url='{SECRET_URL}'"}],
+            "deliveries": [{"reason": f"gave up; last: url='{SECRET_URL}'"}]}
+    text = repr(redacted_view(view))
+    assert "q-secret" not in text and "pa55" not in text and "receiver.example.com:8443/hooks/x" in text
