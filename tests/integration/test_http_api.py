@@ -562,17 +562,21 @@ def test_logins_over_the_rate_from_one_address_get_a_429_with_retry_after(api):
 
 
 def test_an_unplanned_failure_answers_internal_error_and_its_id_is_in_the_log(api, api_master):
-    # A record the store can read but nothing can use (its creation time is not a number).
+    # A record the store can read but nothing can use (its command is not a mapping).
+    from salt_callbacks import factory  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.model.records import Record  # pylint: disable=import-outside-toplevel
+
     jid = "20990101000000000042"
-    records = salt.cache.factory(api_master.config)
-    bank = f"callbacks/records/{MINION}"
-    records.store(bank, jid, {"jid": jid, "device_id": MINION, "url": "http://127.0.0.1:9/x", "created": "not a time",
-                              "timeout": 30, "command": {"returner": None, "command": "test.ping", "arg": []},
-                              "signer": "default", "user": "alice"})
+    from tests.integration.helpers import callbacks_config  # pylint: disable=import-outside-toplevel
+
+    config = factory.load_config({"callbacks": callbacks_config()})  # this master's callbacks: block
+    store = factory.build_store(api_master.config, config)  # the store the master's API reads
+    store.save(Record(jid=jid, device_id=MINION, url="http://127.0.0.1:9/x", created=time.time(), timeout=30,
+                      command=["not", "a", "mapping"], signer="default", user="alice"))
     try:
         status, body = call(api, "GET", f"/dongle/devices/{MINION}/callback/{jid}/", login(api, "alice"))
     finally:
-        records.flush(bank, jid)
+        store.delete(MINION, jid)
     assert status == 500 and set(body) == {"detail", "error_id"} and body["detail"] == "internal error"
     deadline = time.monotonic() + WAIT
     while body["error_id"] not in api_log(api_master):
