@@ -14,13 +14,14 @@ from salt_callbacks.adapters import acl, bus, cache, cli, eauth, jobcache, publi
 from salt_callbacks.api import config as apiconfig
 from salt_callbacks.config import CallbacksConfig, unknown_keys_message
 from salt_callbacks.delivery.engine import CallbackEngine
+from salt_callbacks.delivery.gate import BusGate
 from salt_callbacks.delivery.transport import AiohttpTransport
 from salt_callbacks.exceptions import ConfigError, SealError
 from salt_callbacks.ha import claims as ha_claims
 from salt_callbacks.ha import loopguard
 from salt_callbacks.ha.coordinator import LocalCoordinator
 from salt_callbacks.ha.redis_coordinator import RedisCoordinator
-from salt_callbacks.keys import sealing
+from salt_callbacks.keys import internal, sealing
 from salt_callbacks.keys.resolver import SecretResolver
 from salt_callbacks.service import CallbackService, register_from_metadata
 from salt_callbacks.store import EmbeddedStore, SaltCacheStore, upgrade
@@ -161,20 +162,46 @@ def keys_for(config, opts=None):
     resolver = SecretResolver(config.secrets, fetch_sdb=fetch)
     opener = sealing.KeyFileOpener(apiconfig.key_file_path(opts)) if opts is not None else None
 
-    def keys(signer):
+    def keys(signer, record=None):
         if sealing.is_sealed(signer):
             if opener is None:
                 raise SealError("no key file is configured to open the caller's sealed token")
-            return [opener.open(signer)]
+            # Opened for the record it is in: a token moved from another record does not open.
+            where = (record.jid, record.device_id, record.url) if record is not None else (None, None, None)
+            return [opener.open(signer, *where)]
         return resolver.keys(signer)
 
     return keys
 
 
+# -- the runner's requests to the engine ----------------------------------------------
+
+#: The master-local key that signs the runner's requests (in ``pki_dir``, mode 0600).
+REQUESTS_KEY_FILE = "callbacks_requests.key"
+
+
+def request_signer(opts):
+    """Signs and verifies ``salt/callbacks/...`` requests (keys/internal.py);
+    the key file is created on first use by whichever process comes first."""
+    return internal.RequestSigner(sealing.load_or_create_key(os.path.join(opts["pki_dir"], REQUESTS_KEY_FILE))[0])
+
+
+def bus_gate(opts):
+    """What of the master bus reaches the engine (delivery/gate.py). Without a
+    usable key file no runner request is believed, and the log says why."""
+    try:
+        signer = request_signer(opts)
+    except SealError as exc:
+        log.error("callbacks engine: redelivery requests are refused until this is fixed: %s", exc)
+        signer = None
+    return BusGate(requests=signer)
+
+
 # -- the engine ------------------------------------------------------------------------
 
 
-def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None, claims=None):
+def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None, claims=None,
+                 published_job=None):
     claims = claims if claims is not None else ha_claims.LocalClaims()
     registry = announcing(store, claims)  # other masters' takeover scans must see these too
 
@@ -190,6 +217,7 @@ def build_engine(config, store, notify=None, transport=None, clock=time.time, re
         notify=notify,
         recover=recover,
         register_metadata=register_metadata,
+        published_job=published_job,
         coordinator=build_coordinator(claims, config),
     )
 
@@ -197,15 +225,16 @@ def build_engine(config, store, notify=None, transport=None, clock=time.time, re
 def engine_parts(opts, config, loop):
     """``(engine, master bus, event sender)`` for the engine process; the engine
     carries its ``metrics`` (``EngineMetrics`` when ``metrics_port`` is set)."""
-    master_bus = bus.MasterBus(opts, loop)
+    master_bus = bus.MasterBus(opts, loop, admit=bus_gate(opts).admits)
     sender = bus.EventSender(opts)
     metrics, store = build_metrics(opts, config), engine_store(opts, config)
     if metrics is not None:
         from salt_callbacks.metrics.registry import TimedStore  # pylint: disable=import-outside-toplevel
 
         store = TimedStore(store, metrics.store_write)
-    engine = build_engine(config, store, notify=sender.fire,
-                          recover=jobcache.JobCache(opts).returns, opts=opts, claims=engine_claims(opts, config))
+    job_cache = jobcache.JobCache(opts)
+    engine = build_engine(config, store, notify=sender.fire, recover=job_cache.returns, opts=opts,
+                          claims=engine_claims(opts, config), published_job=job_cache.published)
     if metrics is not None:
         engine.metrics = metrics
         metrics.watch(engine.live)
@@ -254,7 +283,8 @@ def build_metrics_server(config, metrics, health):
 def build_service(opts, who="callbacks runner"):
     """The ``CallbackService`` the runner functions (and the HTTP API) call."""
     config = load_config(opts, who)
-    return CallbackService(config, runner_store(opts, config), publish.SaltPublisher(opts),
+    return CallbackService(config, runner_store(opts, config),
+                           publish.SaltPublisher(opts, requests=lambda: request_signer(opts)),
                            permissions=acl.SaltPermissions(opts))
 
 

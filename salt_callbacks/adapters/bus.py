@@ -35,8 +35,11 @@ class MasterBus:
     a raw-message handler, and ``SaltEvent.unpack``.
     """
 
-    def __init__(self, opts, loop):
+    def __init__(self, opts, loop, admit=None):
+        """``admit(tag, data)``: False drops an event before the engine sees
+        it (``delivery.gate.BusGate.admits``: what a minion may have forged)."""
         del loop  # the running loop is the one the IOLoop below wraps
+        self._admit = admit
         self._event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True, io_loop=_bus_ioloop())
 
     def listen(self, on_event, on_gap=None, wanted=None):
@@ -47,6 +50,7 @@ class MasterBus:
         filter: the engine's own announcements come back, one per webhook)."""
         unpack = salt.utils.event.SaltEvent.unpack
         tagend = salt.utils.event.TAGEND.encode()
+        admit = self._admit
 
         async def handle(raw):
             if wanted is not None and isinstance(raw, bytes):
@@ -60,7 +64,8 @@ class MasterBus:
             except Exception:  # boundary: an undecodable message is skipped, not fatal
                 log.error("callbacks: could not decode a bus message", exc_info=True)
                 return
-            on_event(tag, data)
+            if admit is None or admit(tag, data):
+                on_event(tag, data)
 
         self._event.set_event_handler(handle)
         if on_gap is not None:

@@ -11,8 +11,11 @@ from salt_callbacks import events
 class SaltPublisher:
     """Resolves targets and publishes jobs with the master's LocalClient."""
 
-    def __init__(self, opts):
+    def __init__(self, opts, requests=None):
+        """``requests()``: the ``keys.internal.RequestSigner`` (read when first
+        needed); the engine acts on this runner's requests only when signed."""
         self.opts = opts
+        self._requests = requests
 
     def targets(self, tgt, tgt_type):
         found = salt.utils.minions.CkMinions(self.opts).check_minions(tgt, tgt_type)
@@ -36,13 +39,18 @@ class SaltPublisher:
 
     def announce(self, jid):
         """Tell the engine that ``jid``'s records changed after it was published."""
-        fire_master_event(self.opts, events.registered(jid), {"jid": jid})
+        self._request(events.registered(jid), {"jid": jid})
 
     def request_redelivery(self, jid, device_id, requested_by=None):
         """Ask the engine to send the latest payload of a record once more
         (``requested_by``: who asked, kept in the record's ``redeliveries``)."""
-        fire_master_event(self.opts, events.redeliver(jid, device_id),
-                          {"jid": jid, "device_id": device_id, "requested_by": requested_by})
+        self._request(events.redeliver(jid, device_id),
+                      {"jid": jid, "device_id": device_id, "requested_by": requested_by})
+
+    def _request(self, tag, data):
+        if self._requests is not None:
+            data = self._requests().sign(tag, data)
+        fire_master_event(self.opts, tag, data)
 
 
 def fire_master_event(opts, tag, data):

@@ -128,8 +128,12 @@ class ApiService:
                 "returner": body.get("returner"), "tgt_type": "list"}
 
     def _execute(self, identity, request, body):
-        # Sealed before anything is stored: the record never holds the token itself.
-        signer = self._sealer.seal(identity.token) if body.get("callback_url") is not None else None
+        # Sealed before anything is stored, for each record (its jid, device and
+        # url): the record never holds the token itself, nor can it be moved.
+        signer = None
+        if body.get("callback_url") is not None:
+            def signer(jid, device_id, url):
+                return self._sealer.seal(identity.token, jid, device_id, url)
         return self.callbacks.execute(identity.caller, request, signer=signer)
 
     def _device(self, device_id):

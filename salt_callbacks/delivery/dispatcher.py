@@ -27,7 +27,7 @@ HOST_KEY_MEMORY = 4096
 
 class Dispatcher:
     def __init__(self, config, transport, keys_for, clock):
-        """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
+        """``keys_for(signer, record)`` returns the signer's secrets ``[current, ...]``
         or raises ``SigningError``; ``transport`` has ``post(url, body,
         headers, timeout) -> AttemptResult`` and ``close()``."""
         self.transport = transport
@@ -73,7 +73,7 @@ class Dispatcher:
                 body = delivery.body.encode("utf-8")
                 key_fingerprint = None
                 try:
-                    secrets = self.keys_for(record.signer)
+                    secrets = self.keys_for(record.signer, record)  # a sealed token opens for its own record only
                     headers = signed_headers(body, secrets, delivery.delivery_id, started)
                     key_fingerprint = fingerprint(secrets[0])
                 except SigningError as exc:

@@ -32,6 +32,7 @@ from salt_callbacks.delivery.bodies import RELOAD_DELAY, Bodies
 from salt_callbacks.delivery.dispatcher import Dispatcher
 from salt_callbacks.delivery.lookups import JobLookups, KnownJobs, ReadGuard, read_open_jobs
 from salt_callbacks.delivery.outage import HeldEvents, Outage
+from salt_callbacks.delivery.registrar import MetadataRegistrar
 from salt_callbacks.delivery.scheduler import Scheduler
 from salt_callbacks.delivery.sweeper import RetentionSweeper
 from salt_callbacks.delivery.writer import RecordWriter
@@ -60,13 +61,14 @@ DEADLINES_PER_TICK = 2000
 
 class CallbackEngine:
     def __init__(self, config, store, transport, keys_for, *, clock=time.time, rng=random.random, notify=None,
-                 recover=None, register_metadata=None, coordinator=None, metrics=NULL_METRICS):
+                 recover=None, register_metadata=None, published_job=None, coordinator=None, metrics=NULL_METRICS):
         """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
         or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
         ``recover(jid)`` returns ``{device_id: return data}`` from the master
         job cache, for returns that came while no engine was listening;
         ``register_metadata(jid, publish_data, minions, stamp)`` validates and
-        stores the records of a job published with callback metadata;
+        stores the records of a job published with callback metadata, as
+        ``published_job(jid)`` reads it from the master job cache (registrar.py);
         ``coordinator`` shares the work with other masters (``ha``; default:
         this master owns everything); ``metrics``: ``metrics.EngineMetrics`` hooks."""
         self.config = config
@@ -76,7 +78,7 @@ class CallbackEngine:
         self.rng = rng
         self.notify = notify or (lambda tag, data: None)
         self.recover = recover
-        self.register_metadata = register_metadata
+        self.registrar = MetadataRegistrar(self, register_metadata, published_job)
         self.schedule = RetrySchedule.from_config(config)
         self.live = {}  # (jid, device_id) -> Record still waiting or delivering
         self.scheduler = Scheduler()
@@ -134,7 +136,7 @@ class CallbackEngine:
 
     def background_tasks(self):
         """Tasks running now (attempts, reads, sweep, coordination): tests wait on these."""
-        tasks = self.dispatcher.tasks() + self.coordinator.tasks()
+        tasks = self.dispatcher.tasks() + self.coordinator.tasks() + self.registrar.tasks()
         tasks += [t for t in (self.lookups.task(), self.sweeper.task()) if t is not None and not t.done()]
         return tasks
 
@@ -240,11 +242,10 @@ class CallbackEngine:
                 return
             self.accept_return(tag.jid, tag.device_id, data)
         elif tag.kind == events.JOB_NEW:
-            self.jobs.published(tag.jid, data)
             self.on_job_published(tag.jid, self.jobs.minions_of(data))
         elif tag.kind == events.JOB_PUBLISH:
             if isinstance(data, dict) and data.get("metadata"):
-                self.on_job_with_metadata(tag.jid, data)
+                self.registrar.on_publish(tag.jid, data)  # a hint only: the job cache decides
         elif tag.kind == events.REGISTERED:
             self.on_job_changed(tag.jid)
         elif tag.kind == events.REDELIVER:
@@ -266,9 +267,10 @@ class CallbackEngine:
 
     def on_job_published(self, jid, minions=None):
         """Track a job's records. ``minions``: whom the master published to;
-        a record for anyone else is about to be removed by the runner."""
-        if not self.jobs.without_records(jid):
-            self.lookups.request(jid, minions=minions)
+        a record for anyone else is about to be removed by the runner. Read
+        even for a jid remembered without records: a minion can fire
+        ``salt/job/<jid>/new`` before the runner writes a job's records."""
+        self.lookups.request(jid, minions=minions)
 
     def _on_job_read(self, jid, records, minions, returns):
         if not records:
@@ -294,28 +296,6 @@ class CallbackEngine:
                 del self.live[key]
         self.on_job_published(jid)
 
-    def on_job_with_metadata(self, jid, data):
-        """A job published with ``metadata: {callback_url: ...}`` but not
-        through the runner: register it here, with the runner's validation."""
-        metadata = data["metadata"]
-        if not isinstance(metadata, dict) or "callback_url" not in metadata:
-            return
-        if self.store.job(jid) is not None:
-            return  # the runner registered it already
-        minions, stamp = self.jobs.take_published(jid)
-        if self.register_metadata is None:
-            return
-        try:
-            records = self.register_metadata(jid, data, minions, stamp)
-        except CallbackError as exc:
-            log.error("callbacks: job %s has invalid callback metadata: %s", jid, exc)
-            self.notify(events.invalid(jid), {"jid": jid, "error": str(exc)})
-            return
-        self.jobs.has_records(jid)
-        for record in records:
-            self.track(record)
-        log.info("callbacks: job %s registered from its metadata for %d minion(s)", jid, len(records))
-
     def on_redeliver(self, jid, device_id, request=None):
         requested_by = redelivery_requester(request)  # a record another master holds is handed over to it
         record = self.live.get((jid, device_id)) or self.coordinator.claimed_record(
@@ -335,6 +315,8 @@ class CallbackEngine:
     def accept_return(self, jid, device_id, data, looked_up=False):
         record = self.live.get((jid, device_id))
         if record is None:
+            if self.registrar.holds(jid, device_id, data):
+                return  # its job's metadata is being read from the job cache: handled after
             if looked_up or self.jobs.without_records(jid):
                 # A job without callbacks, a device it did not target, an
                 # expired record, or a duplicate of a finished one.

@@ -35,8 +35,6 @@ READ_SLICE = 0.005
 RETURNS_MEMORY = 10000
 #: Jids known to have no callback records, remembered so their returns cost no store read.
 NO_RECORDS_MEMORY = 50000
-#: Jobs whose ``new`` event is remembered until their ``publish`` event comes.
-PUBLISHED_MEMORY = 10000
 
 
 class JobLookups:
@@ -73,7 +71,9 @@ class JobLookups:
             if not self.outage.failing:
                 self._ensure_reading()
         elif minions is not None:
-            waiting["minions"] = minions
+            # Widened, never narrowed: a second ``new`` event for the job (one a
+            # minion fired, say) must not untrack a record the first one named.
+            waiting["minions"] = minions if waiting["minions"] is None else waiting["minions"] | minions
         if ret is None:
             return
         if self._held_returns >= RETURNS_MEMORY:
@@ -135,12 +135,10 @@ class JobLookups:
 
 class KnownJobs:
     """What the engine remembers about jobs between events, bounded: which jids
-    have no records (their returns need no read), and each new job's minions
-    and publish time until its ``publish`` event (with the metadata) comes."""
+    have no records (their returns need no read)."""
 
     def __init__(self):
         self._no_records = collections.OrderedDict()
-        self._published = collections.OrderedDict()  # jid -> (minions, stamp)
 
     def without_records(self, jid):
         return jid in self._no_records
@@ -152,18 +150,6 @@ class KnownJobs:
 
     def has_records(self, jid):
         self._no_records.pop(jid, None)
-
-    def published(self, jid, data):
-        # The ``new`` event names the minions and the publish time; the
-        # ``publish`` event that follows carries the metadata.
-        if isinstance(data, dict):
-            self._published[jid] = (list(data.get("minions") or []), data.get("_stamp"))
-            if len(self._published) > PUBLISHED_MEMORY:
-                self._published.popitem(last=False)
-
-    def take_published(self, jid):
-        """``(minions, stamp)`` of a ``new`` event seen for ``jid``, or ``(None, None)``."""
-        return self._published.pop(jid, (None, None))
 
     @staticmethod
     def minions_of(data):

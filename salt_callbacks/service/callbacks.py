@@ -98,8 +98,10 @@ class CallbackService:
         created = self.clock()  # the deadline counts from here, just before publishing
 
         def new_record(minion):
-            return Record(jid=jid, device_id=minion, url=url, created=created, timeout=timeout,
-                          command=spec, signer=signer, user=user, creator=caller.principal)
+            # A callable signer seals the caller's token for this very record (keys/sealing.py).
+            return Record(jid=jid, device_id=minion, url=url, created=created, timeout=timeout, command=spec,
+                          signer=signer(jid, minion, url) if callable(signer) else signer, user=user,
+                          creator=caller.principal)
 
         self.store.add_job(jid, [new_record(m) for m in minions], created)
         try:

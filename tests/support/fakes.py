@@ -156,7 +156,7 @@ def make_config(**overrides):
 def keys_for(config):
     """What ``factory.keys_for`` gives the engine: the signer's secrets, or SigningError."""
 
-    def lookup(signer):
+    def lookup(signer, record=None):
         if signer not in config.secrets:
             raise SigningError(signer)
         return [config.secrets[signer]]

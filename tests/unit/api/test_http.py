@@ -186,8 +186,10 @@ def test_execute_publishes_and_records_with_the_callers_token_sealed(rig):
         "dev1", "list", "test.arg", [1, "two"], {"k": "v"})
     record = rig.store.get("dev1", jid(1))
     assert (record.url, record.timeout, record.user) == (URL, 30, "alice")
-    assert sealing.is_sealed(record.signer) and rig.sealer.open(record.signer) == ALICE
+    assert sealing.is_sealed(record.signer) and rig.sealer.open(record.signer, jid(1), "dev1", URL) == ALICE
     assert ALICE not in rig.stored_text()
+    with pytest.raises(sealing.SealError):  # bound to its record (issue 14.9)
+        rig.sealer.open(record.signer, jid(2), "dev1", URL)
 
 
 def test_execute_past_max_pending_answers_429_naming_the_limit_and_publishes_nothing():

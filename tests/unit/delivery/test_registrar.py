@@ -1,0 +1,103 @@
+"""Jobs with callback metadata are registered from what the master recorded,
+never from the publish event's fields (issue 14.2)."""
+
+import json
+
+import pytest
+
+from salt_callbacks.delivery.registrar import MetadataRegistrar
+from salt_callbacks.service import register_from_metadata
+from tests.support.fakes import T0, jid, new_rig, settle
+
+pytestmark = pytest.mark.timeout(30)
+
+HOOK = "https://receiver.example.com/hook"
+EVIL = "https://attacker.example.com/x"
+
+
+def rig_with(job_cache):
+    """An engine whose master job cache holds ``job_cache`` (jid -> (publish, minions, stamp))."""
+    rig = new_rig()
+    reads = []
+
+    def published_job(job_id):
+        reads.append(job_id)
+        return job_cache.get(job_id)
+
+    def register(job_id, publish, minions, stamp):
+        return register_from_metadata(rig.config, rig.store, rig.clock, job_id, publish, minions, stamp)
+
+    rig.engine.registrar = MetadataRegistrar(rig.engine, register, published_job)
+    return rig, reads
+
+
+def publish_event(rig, job_id, url=EVIL, user="alice"):
+    rig.engine.on_event(f"salt/job/{job_id}/publish", {"jid": job_id, "fun": "test.ping", "arg": [], "user": user,
+                                                     "metadata": {"callback_url": url}, "tgt": "dev2"})
+
+
+async def test_a_publish_event_the_job_cache_does_not_bear_out_registers_nothing():
+    rig, reads = rig_with({})
+    await rig.engine.startup()
+    publish_event(rig, jid(1))
+    await settle(rig.engine)
+    assert reads == [jid(1)]
+    assert rig.store.job(jid(1)) is None and rig.engine.live == {}
+
+
+async def test_a_job_published_without_metadata_registers_nothing_whatever_its_event_says():
+    load = {"jid": jid(2), "user": "root", "fun": "test.ping", "arg": [], "tgt": "dev2", "tgt_type": "glob",
+            "ret": "", "metadata": None}
+    rig, _ = rig_with({jid(2): (load, ["dev2"], "2023-11-14T22:13:20+00:00")})
+    await rig.engine.startup()
+    publish_event(rig, jid(2))
+    await settle(rig.engine)
+    assert rig.store.job(jid(2)) is None
+
+
+async def test_the_records_come_from_the_job_cache_not_the_event():
+    load = {"jid": jid(3), "user": "default", "fun": "test.arg", "arg": ["x"], "tgt": "dev1", "tgt_type": "glob",
+            "ret": "", "metadata": {"callback_url": HOOK, "callback_timeout": 30}}
+    rig, _ = rig_with({jid(3): (load, ["dev1"], "2023-11-14T22:13:20+00:00")})
+    await rig.engine.startup()
+    publish_event(rig, jid(3), url=EVIL, user="alice")  # the event's own fields are never read
+    await settle(rig.engine)
+    (record,) = rig.store.records_of_job(jid(3))
+    assert (record.device_id, record.url, record.user, record.timeout) == ("dev1", HOOK, "default", 30)
+    assert record.command["command"] == "test.arg" and record.created == T0
+    await rig.tick(T0 + 30)
+    (call,) = rig.transport.calls
+    assert json.loads(call["body"])["state"] == "TIMEOUT" and call["url"] == HOOK
+
+
+async def test_a_job_the_runner_registered_is_not_looked_up():
+    rig, reads = rig_with({})
+    await rig.engine.startup()
+    from tests.support.fakes import make_record  # pylint: disable=import-outside-toplevel
+    rig.add(make_record(4, "dev1"))
+    publish_event(rig, jid(4))
+    await settle(rig.engine)
+    assert reads == []
+
+
+async def test_a_return_that_comes_while_the_job_cache_is_read_is_delivered_after():
+    import threading  # pylint: disable=import-outside-toplevel
+
+    load = {"jid": jid(5), "user": "default", "fun": "test.ping", "arg": [], "tgt": "dev1", "tgt_type": "glob",
+            "ret": "", "metadata": {"callback_url": HOOK}}
+    gate = threading.Event()
+    rig, _ = rig_with({})
+
+    def slow_read(job_id):
+        gate.wait(5)
+        return load, ["dev1"], "2023-11-14T22:13:20+00:00"
+
+    rig.engine.registrar._published_job = slow_read  # pylint: disable=protected-access
+    await rig.engine.startup()
+    publish_event(rig, jid(5))
+    rig.engine.on_event(f"salt/job/{jid(5)}/ret/dev1", {"retcode": 0, "return": True, "success": True})
+    gate.set()
+    await settle(rig.engine)
+    await rig.tick(rig.clock.now)
+    (call,) = rig.transport.calls
+    assert json.loads(call["body"])["state"] == "COMMAND_EXECUTED"
