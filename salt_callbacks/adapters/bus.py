@@ -50,7 +50,7 @@ class MasterBus:
         filter: the engine's own announcements come back, one per webhook)."""
         unpack = salt.utils.event.SaltEvent.unpack
         tagend = salt.utils.event.TAGEND.encode()
-        admit = self._admit
+        admit = getattr(self, "_admit", None)
 
         async def handle(raw):
             if wanted is not None and isinstance(raw, bytes):

@@ -15,7 +15,7 @@ from salt_callbacks.exceptions import ConfigError
 from salt_callbacks.keys import sealing
 from salt_callbacks.store import EmbeddedStore, SaltCacheStore
 
-from tests.support.fakes import ScriptedTransport, jid, make_record
+from tests.support.fakes import URL, ScriptedTransport, jid, make_record
 
 TOKEN = "3f" * 32
 T0 = 1_700_000_000.0
@@ -120,7 +120,7 @@ def write_old_release_records(opts):
     """Records as the current release writes them: the salt_cache store on
     localfs (the fast path and Salt's own driver), one sealed by the HTTP API."""
     sealer = sealing.Sealer(sealing.load_or_create_key(os.path.join(opts["pki_dir"], "callbacks_api.key")))
-    sealed = make_record(1, "dev1", signer=sealer.seal(TOKEN), user="alice")
+    sealed = make_record(1, "dev1", signer=sealer.seal(TOKEN, jid(1), "dev1", URL), user="alice")
     plain = make_record(1, "dev2")
     old = make_record(2, "dev1", created=T0 + 1)
     SaltCacheStore(cache.cache_backend(opts, "localfs")).add_job(jid(1), [sealed, plain], T0)
@@ -139,8 +139,8 @@ def test_the_engine_imports_the_old_localfs_records_once_sealed_tokens_included(
     for record in records:
         assert store.get(record.device_id, record.jid) == record
     assert store.job(jid(1)) == {"created": T0, "devices": ["dev1", "dev2"]}
-    signer = store.get("dev1", jid(1)).signer
-    assert factory.keys_for(config, opts)(signer) == [TOKEN]  # the sealed token still opens
+    imported = store.get("dev1", jid(1))
+    assert factory.keys_for(config, opts)(imported.signer, imported) == [TOKEN]  # the sealed token still opens
     store.delete("dev2", jid(1))
 
     again = factory.engine_store(opts, config)  # the next start: imported already
