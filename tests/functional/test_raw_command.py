@@ -13,7 +13,8 @@ import pytest
 from salt_callbacks.adapters.cli import parse_cli_args
 from salt_callbacks.exceptions import InputError
 from salt_callbacks.service import ExecuteRequest
-from tests.unit.model.test_raw_value import BOMB, one_line, trees
+from tests.support.attacks import BOMB
+from tests.unit.model.test_raw_value import one_line, trees
 
 
 @pytest.mark.parametrize("line", [f"test.arg '{BOMB}'", f"test.arg 'k={BOMB}'", f"test.arg ok \"{BOMB}\" n=1"])

@@ -397,7 +397,7 @@ def test_a_jid_or_device_walking_out_of_its_record_is_a_404(api, receiver, hook)
 
 def test_a_yaml_alias_bomb_in_execute_raw_is_a_400_naming_command_and_nothing_is_published(
         api, api_run, api_master, event_listener):
-    from tests.unit.model.test_raw_value import BOMB  # pylint: disable=import-outside-toplevel
+    from tests.support.attacks import BOMB  # pylint: disable=import-outside-toplevel
 
     before, since = record_count(api_run), time.time()
     status, body = call(api, "POST", f"/dongle/devices/{MINION}/execute_raw/", login(api, "alice"),

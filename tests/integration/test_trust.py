@@ -11,7 +11,7 @@ import uuid
 import pytest
 import salt.cache
 
-from tests.unit.model.test_raw_value import BOMB
+from tests.support.attacks import BOMB
 
 from tests.integration.helpers import get_record, run_ok
 

@@ -10,11 +10,8 @@ import pytest
 
 from salt_callbacks.exceptions import InputError
 from salt_callbacks.model import validation
+from tests.support.attacks import BOMB
 
-#: The issue's attack: 9 levels of 9-fold aliases, ~10^9 elements once serialised.
-NAMES = "abcdefghi"
-BOMB = "[" + ", ".join(["&a [" + ",".join("x" * 9) + "]"] + [
-    f"&{NAMES[i]} [" + ",".join([f"*{NAMES[i - 1]}"] * 9) + "]" for i in range(1, 9)]) + "]"
 
 scalars = st.one_of(st.integers(), st.booleans(), st.none(), st.floats(allow_nan=False, allow_infinity=False),
                     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8))
