@@ -233,7 +233,7 @@ def engine_parts(opts, config, loop):
 
         store = TimedStore(store, metrics.store_write)
     job_cache = jobcache.JobCache(opts)
-    engine = build_engine(config, store, notify=sender.fire, recover=job_cache.returns, opts=opts,
+    engine = build_engine(config, store, notify=sender.fire, recover=job_cache.stored_returns, opts=opts,
                           claims=engine_claims(opts, config), published_job=job_cache.published)
     if metrics is not None:
         engine.metrics = metrics

@@ -3,6 +3,9 @@ and what the master recorded of a job it published (its load)."""
 
 import datetime
 import logging
+import os
+
+from salt_callbacks.delivery.owed import ReturnSeen
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,25 @@ class JobCache:
         if not isinstance(listed, list):
             return sorted(matching)
         return sorted(m for m in listed if m in matching)
+
+    def stored_returns(self, jid):
+        """``{minion_id: ReturnSeen}``: each return with the time the master stored it,
+        where the job cache tells (the ``local_cache`` return file's modification
+        time, on the master's clock); ``at`` is None for other job caches."""
+        found = self.returns(jid)
+        return {minion_id: ReturnSeen(data, self._stored_at(jid, minion_id)) for minion_id, data in found.items()}
+
+    def _stored_at(self, jid, minion_id):
+        if self.opts.get("master_job_cache", "local_cache") != "local_cache":
+            return None
+        import salt.utils.jid  # pylint: disable=import-outside-toplevel
+
+        jobs = os.path.join(self.opts["cachedir"], "jobs")
+        path = os.path.join(salt.utils.jid.jid_dir(jid, jobs, self.opts["hash_type"]), minion_id, "return.p")
+        try:
+            return os.stat(path).st_mtime  # written once, atomically, when the return came (a duplicate is not)
+        except (OSError, ValueError):
+            return None
 
     def returns(self, jid):
         """``{minion_id: event-shaped return data}`` for every stored return of ``jid``."""

@@ -29,6 +29,7 @@ import time
 
 from salt_callbacks import events
 from salt_callbacks.delivery.bodies import RELOAD_DELAY, Bodies
+from salt_callbacks.delivery import owed
 from salt_callbacks.delivery.dispatcher import Dispatcher
 from salt_callbacks.delivery.lookups import JobLookups, KnownJobs, ReadGuard, read_open_jobs
 from salt_callbacks.delivery.outage import HeldEvents, Outage
@@ -64,8 +65,8 @@ class CallbackEngine:
                  recover=None, register_metadata=None, published_job=None, coordinator=None, metrics=NULL_METRICS):
         """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
         or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
-        ``recover(jid)`` returns ``{device_id: return data}`` from the master
-        job cache, for returns that came while no engine was listening;
+        ``recover(jid)`` returns ``{device_id: return data or owed.ReturnSeen}``
+        from the master job cache, for returns that came while no engine was listening;
         ``register_metadata(jid, publish_data, minions, stamp)`` validates and
         stores the records of a job published with callback metadata, as
         ``published_job(jid)`` reads it from the master job cache (registrar.py);
@@ -313,6 +314,10 @@ class CallbackEngine:
         self.writer.mark(record, then=lambda: self._start(record, delivery))
 
     def accept_return(self, jid, device_id, data, looked_up=False):
+        """``data``: a return, or an ``owed.ReturnSeen`` saying when it reached the master."""
+        now = self.clock()
+        ret = owed.seen(data, now)
+        data = ret.data
         record = self.live.get((jid, device_id))
         if record is None:
             if self.registrar.holds(jid, device_id, data):
@@ -322,7 +327,7 @@ class CallbackEngine:
                 # expired record, or a duplicate of a finished one.
                 return
             if not self.coordinator.shared:
-                self.lookups.request(jid, ret=(device_id, data))  # read off the handler, then handled
+                self.lookups.request(jid, ret=(device_id, ret))  # read off the handler, then handled
                 return
             if self.store.job(jid) is None:
                 self.jobs.has_no_records(jid)
@@ -330,9 +335,10 @@ class CallbackEngine:
             record = self.coordinator.claimed_record(jid, device_id, "return", data)
             if record is None:
                 return  # a device the job did not target, an expired record, or another master's
-        now = self.clock()
         if record.expires_at(self.config.retention) <= now:
             return  # past retention: the sweep is removing it
+        if owed.timeout_owed(record, ret.at, now):  # logs why
+            self._time_out(record, now)
         delivery = record.on_return(data, now, self.config.max_body_bytes)
         if delivery is None:
             log.debug("callbacks: duplicate return for %s from %s ignored", jid, device_id)
@@ -369,16 +375,19 @@ class CallbackEngine:
     def _fire_deadlines(self, now):
         for jid, device_id in self.scheduler.due_deadlines(now, DEADLINES_PER_TICK):
             record = self.live.get((jid, device_id))
-            if record is None or record.phase != Phase.WAITING:
-                continue
-            delivery = record.on_deadline(now)
-            if delivery is None:
-                continue
-            log.info("callbacks: job %s on %s timed out after %d s; sending TIMEOUT", jid, device_id, record.timeout)
-            announce = (events.outcome(jid, device_id, events.TIMEOUT),
-                        {"jid": jid, "device_id": device_id, "timeout": record.timeout})
-            self.writer.mark(record, then=lambda event=announce: self.notify(*event))
-            self._start(record, delivery)  # the deadline was in the store before the job was published
+            if record is not None and record.phase == Phase.WAITING:
+                self._time_out(record, now)
+
+    def _time_out(self, record, now):
+        delivery = record.on_deadline(now)
+        if delivery is None:
+            return
+        jid, device_id = record.key
+        log.info("callbacks: job %s on %s timed out after %d s; sending TIMEOUT", jid, device_id, record.timeout)
+        announce = (events.outcome(jid, device_id, events.TIMEOUT),
+                    {"jid": jid, "device_id": device_id, "timeout": record.timeout})
+        self.writer.mark(record, then=lambda event=announce: self.notify(*event))
+        self._start(record, delivery)  # the deadline was in the store before the job was published
 
     def _start_due(self, now):
         for key, state in self.scheduler.due_attempts(now):
@@ -401,6 +410,8 @@ class CallbackEngine:
             return
         if not self.coordinator.may_deliver(record, delivery):  # parked while this master's claims are unconfirmed
             return
+        if owed.waits_for_timeout(record, delivery):
+            return  # the TIMEOUT's first attempt goes first and starts this one (_on_attempt_done)
         if not self.bodies.load(record, delivery):  # its body is in the store: read it back first
             self.scheduler.add_attempt(record, delivery.state, self.clock() + RELOAD_DELAY)
             return
@@ -412,6 +423,9 @@ class CallbackEngine:
         redelivery = delivery.single_attempt
         outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng, key_fingerprint)
         self.metrics.attempt_done(record, delivery, started, result, outcome, redelivery)
+        waited = owed.released_by(record, delivery)
+        if waited is not None:
+            self._start(record, waited)
         if outcome == Outcome.RETRY:
             log.warning("callbacks: %s for job %s on %s to %s failed (%s); attempt %d, next in %.1f s",
                         delivery.state, record.jid, record.device_id, redact_url(record.url), delivery.reason,

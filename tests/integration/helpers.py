@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import re
 
 import psutil
 import salt.utils.event
@@ -49,18 +50,16 @@ def wait_for_engine(master, starts_before=0, timeout=60):
     harness.wait_for_engine(master.config["log_file"], starts_before, timeout)
 
 def engine_process(master):
-    seen = []
-    for child in psutil.Process(master.pid).children(recursive=True):
-        try:
-            title = " ".join(child.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        # Titles are cut short; ours is the only external (ext) engine here.
-        if "Engine(salt.loaded.ext.engine" in title:
-            return child
-        seen.append(title)
-    raise AssertionError(f"no callbacks engine process under the master; saw {seen}")
-
+    """The callbacks engine's process: the pid on the master log's last start
+    line (a restarted engine's title is just "Engine", like any other
+    engine's), checked to be a live child of the master."""
+    starts = re.findall(r"\((\d+)\)\]\s*" + re.escape(harness.ENGINE_STARTED),
+                        harness.read_text(master.config["log_file"]))
+    children = {child.pid: child for child in psutil.Process(master.pid).children(recursive=True)}
+    if starts and int(starts[-1]) in children and children[int(starts[-1])].status() != psutil.STATUS_ZOMBIE:
+        return children[int(starts[-1])]
+    raise AssertionError(f"no live callbacks engine under the master (last start line's pid: "
+                         f"{starts[-1] if starts else None}; children: {sorted(children)})")
 
 
 def autopi_signature(secret, body):

@@ -5,12 +5,17 @@ Killing must lose no terminal webhook (a duplicate is allowed: delivery is at
 least once, and receivers dedupe on ``webhook-id``).
 """
 
+import datetime
+import os
 import signal
 import time
 import uuid
 
 import psutil
 import pytest
+import salt.utils.jid
+
+from salt_callbacks.webhook.signing import delivery_id
 
 from tests.integration.helpers import engine_process, engine_starts, start_master, wait_for_engine
 from tests.integration.helpers import fire_master_event, run_ok
@@ -108,6 +113,74 @@ def test_engine_killed_with_callbacks_in_every_stage_loses_nothing(fault_master,
     engine_process(fault_master).send_signal(signal.SIGKILL)
     wait_for_engine(fault_master, starts_before=starts, timeout=60)  # Salt restarts it (~10 s)
     assert_every_terminal_webhook_arrived(fault_run, receiver, stages)
+
+
+def return_file(master, jid, minion_id):
+    """Where the default ``local_cache`` job cache keeps ``minion_id``'s return of ``jid``."""
+    jobs = os.path.join(master.config["cachedir"], "jobs")
+    return os.path.join(salt.utils.jid.jid_dir(jid, jobs, master.config["hash_type"]), minion_id, "return.p")
+
+
+def wait_until(what, check, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def run_with_the_engine_held_down(master, fault_run, minion, url, *job):
+    """Publish ``job`` with a 3 s callback timeout while the engine is stopped
+    (SIGSTOP: it takes nothing in), keep it stopped until the return is in the
+    job cache *and* the deadline has passed, then SIGKILL it: Salt restarts a
+    dead engine only, so the outage lasts exactly as long as this needs.
+    Returns the published job and the return file's time on the master, minus the deadline."""
+    engine = engine_process(master)
+    starts = engine_starts(master)
+    engine.suspend()
+    try:
+        published = run_ok(fault_run, "callbacks.execute", minion.id, *job, f"callback_url={url}", "callback_timeout=3")
+        record = run_ok(fault_run, "callbacks.get", minion.id, published["jid"])
+        deadline = datetime.datetime.fromisoformat(record["deadline"].replace("Z", "+00:00")).timestamp()
+        path = return_file(master, published["jid"], minion.id)
+        wait_until("the return in the job cache", lambda: os.path.exists(path))
+        wait_until("the deadline to pass", lambda: time.time() > deadline + 0.5)
+        stored_after_deadline = os.stat(path).st_mtime - deadline
+        assert run_ok(fault_run, "callbacks.get", minion.id, published["jid"])["sent_requests"] == []
+    finally:
+        engine.kill()
+    wait_for_engine(master, starts_before=starts, timeout=60)
+    return published, stored_after_deadline
+
+
+def test_a_timeout_owed_while_the_engine_was_down_goes_before_the_late_result(fault_master, fault_run, receiver,
+                                                                              fault_minion):
+    path, url = new_path(receiver)
+    published, stored_after = run_with_the_engine_held_down(
+        fault_master, fault_run, fault_minion, url, "test.sleep", "arg=[5]")
+    assert stored_after > 0  # the device answered after the deadline, both while no engine ran
+
+    requests = receiver.wait_for(path, 2, timeout=60)
+    assert [r.json["state"] for r in requests] == ["TIMEOUT", "COMMAND_EXECUTED"]
+    assert [r.headers["webhook-id"] for r in requests] == [
+        delivery_id(published["jid"], fault_minion.id, "TIMEOUT"),
+        delivery_id(published["jid"], fault_minion.id, "COMMAND_EXECUTED")]
+    record = run_ok(fault_run, "callbacks.get", fault_minion.id, published["jid"])
+    assert [(d["state"], d["status"]) for d in record["deliveries"]] == [
+        ("TIMEOUT", "delivered"), ("COMMAND_EXECUTED", "delivered")]
+
+
+def test_a_result_stored_before_the_deadline_gets_no_timeout_after_the_outage(fault_master, fault_run, receiver,
+                                                                             fault_minion):
+    path, url = new_path(receiver)
+    published, stored_after = run_with_the_engine_held_down(fault_master, fault_run, fault_minion, url, "test.ping")
+    assert stored_after < 0  # answered in time; only the engine was away when the deadline passed
+
+    (request,) = receiver.wait_for(path, 1, timeout=60)
+    assert request.json["state"] == "COMMAND_EXECUTED"
+    receiver.settle(path, 2)  # and nothing after it
+    assert [r.json["state"] for r in receiver.at(path)] == ["COMMAND_EXECUTED"]
+    record = run_ok(fault_run, "callbacks.get", fault_minion.id, published["jid"])
+    assert [d["state"] for d in record["deliveries"]] == ["COMMAND_EXECUTED"]
 
 
 def test_receiver_down_then_back_gets_the_webhook(fault_run, receiver, fault_minion):
