@@ -61,6 +61,8 @@ KEYS = {
     "client_key": (None, "PEM private key of client_cert"),
     "proxy": (None, "http://host:port of an HTTP proxy for deliveries (https through CONNECT)"),
     "no_proxy": ([], "hosts, domains, addresses or CIDRs delivered to directly (a list or a comma-separated string)"),
+    "breaker_failures": (10, "failed attempts in a row that hold a receiver's deliveries and probe it (0: never)"),
+    "breaker_probe_after": (5, "seconds before the first probe of a held receiver; doubles per failed probe, to 300"),
 }
 
 COORDINATION_MODES = ("auto", "local", "redis")
@@ -100,6 +102,8 @@ class CallbacksConfig:
     client_key: str | None = None
     proxy: str | None = None
     no_proxy: tuple = ()
+    breaker_failures: int = KEYS["breaker_failures"][0]
+    breaker_probe_after: float = KEYS["breaker_probe_after"][0]
 
     def __repr__(self):
         # Secrets never reach a log line, even through a debug repr of the config.
@@ -160,6 +164,8 @@ class CallbacksConfig:
         values["redis"] = None if redis is None else settings_from_block(redis, problems)
         values["admins"] = _admins(get("admins"), problems)
         values.update(_transport(get, problems))
+        values["breaker_failures"] = _int("breaker_failures", get("breaker_failures"), problems, 0, 100000)
+        values["breaker_probe_after"] = _number("breaker_probe_after", get("breaker_probe_after"), problems, 0.1, 300)
         if problems:
             raise ConfigError(problems)
         return cls(**values), unknown

@@ -30,6 +30,7 @@ import time
 from salt_callbacks import events
 from salt_callbacks.delivery.bodies import RELOAD_DELAY, Bodies
 from salt_callbacks.delivery import owed
+from salt_callbacks.delivery.breaker import Breakers
 from salt_callbacks.delivery.dispatcher import Dispatcher
 from salt_callbacks.delivery.lookups import JobLookups, KnownJobs, ReadGuard, read_open_jobs
 from salt_callbacks.delivery.outage import HeldEvents, Outage
@@ -86,6 +87,7 @@ class CallbackEngine:
         self.dispatcher = Dispatcher(config, transport, keys_for, clock)
         self.bodies = Bodies(store, self.dispatcher.running, recover, config.max_body_bytes)
         self.writer = RecordWriter(store, on_written=self.bodies.written, on_failed=self.bodies.failed)
+        self.breakers = Breakers(config.breaker_failures, config.breaker_probe_after, rng)
         store_outage = Outage("read the callback store")
         self.lookups = JobLookups(store, self._on_job_read, store_outage, clock,
                                   prepare=lambda records, minions: self.coordinator.claim_ahead(records, minions))
@@ -361,7 +363,7 @@ class CallbackEngine:
     def on_tick(self, now):
         """Fire what has fallen due by ``now``. Each step survives its own errors."""
         steps = (self.coordinator.on_tick, self._replay_held_if_due, self.lookups.retry_if_due,
-                 self._fire_deadlines, self._start_due, self.sweeper.sweep_if_due)
+                 self._fire_deadlines, self._queue_unheld, self._start_due, self.sweeper.sweep_if_due)
         for step in steps:
             try:
                 step(now)
@@ -389,6 +391,10 @@ class CallbackEngine:
         self.writer.mark(record, then=lambda event=announce: self.notify(*event))
         self._start(record, delivery)  # the deadline was in the store before the job was published
 
+    def _queue_unheld(self, now):
+        for record, state, when in self.breakers.due(now, self.live):  # probes, and attempts a breaker let go
+            self.scheduler.add_attempt(record, state, when)
+
     def _start_due(self, now):
         for key, state in self.scheduler.due_attempts(now):
             record = self.live.get(key)
@@ -412,12 +418,15 @@ class CallbackEngine:
             return
         if owed.waits_for_timeout(record, delivery):
             return  # the TIMEOUT's first attempt goes first and starts this one (_on_attempt_done)
+        if not self.breakers.admit(record, delivery, self.clock()):
+            return  # its receiver's breaker is open: held, not counted as an attempt (breaker.py)
         if not self.bodies.load(record, delivery):  # its body is in the store: read it back first
             self.scheduler.add_attempt(record, delivery.state, self.clock() + RELOAD_DELAY)
             return
         self.dispatcher.start(record, delivery, self._on_attempt_done)
 
     def _on_attempt_done(self, record, delivery, started, result, key_fingerprint):
+        self.breakers.observe(record, delivery, result, self.clock())
         if self.live.get(record.key) is not record:
             return  # swept while the attempt ran: the record is gone, write nothing back
         redelivery = delivery.single_attempt
