@@ -7,6 +7,7 @@ least once, and receivers dedupe on ``webhook-id``).
 
 import datetime
 import os
+import pathlib
 import signal
 import time
 import uuid
@@ -16,6 +17,8 @@ import pytest
 import salt.utils.jid
 
 from salt_callbacks.webhook.signing import delivery_id
+from tests.support import harness
+from tests.support.receivers import Receiver
 
 from tests.integration.helpers import engine_process, engine_starts, start_master, wait_for_engine
 from tests.integration.helpers import fire_master_event, run_ok
@@ -181,6 +184,53 @@ def test_a_result_stored_before_the_deadline_gets_no_timeout_after_the_outage(fa
     assert [r.json["state"] for r in receiver.at(path)] == ["COMMAND_EXECUTED"]
     record = run_ok(fault_run, "callbacks.get", fault_minion.id, published["jid"])
     assert [d["state"] for d in record["deliveries"]] == ["COMMAND_EXECUTED"]
+
+
+GHOSTS = 30
+
+
+@pytest.fixture
+def ghosts(fault_master, fault_down):
+    """``GHOSTS`` accepted minion keys with no minion behind them: one job to
+    ``cb-ghost-*`` makes that many callbacks, each owed a TIMEOUT."""
+    pki = pathlib.Path(fault_master.config["pki_dir"]) / "minions"
+    key = (pki / fault_down.id).read_bytes()
+    names = [f"cb-ghost-{n:02d}" for n in range(GHOSTS)]
+    for name in names:
+        (pki / name).write_bytes(key)
+    yield names
+    for name in names:
+        (pki / name).unlink(missing_ok=True)
+
+
+def test_a_receiver_that_comes_back_is_probed_then_not_stampeded(fault_master, fault_run, ghosts):
+    log_file = fault_master.config["log_file"]
+    opened_before = harness.read_text(log_file).count("holding its deliveries")
+    with Receiver() as flaky:
+        path = "/flaky"
+        flaky.script(path, [503])  # down: every request answered 503 until the script changes
+        published = run_ok(fault_run, "callbacks.execute", "cb-ghost-*", "test.ping", "tgt_type=glob",
+                           f"callback_url={flaky.url(path)}", "callback_timeout=1")
+        assert len(published["minions"]) == GHOSTS
+        wait_until("the breaker to open", lambda: harness.read_text(log_file).count(
+            "holding its deliveries") > opened_before)
+        first_wave = len(flaky.at(path))
+        # Held for two retry delays: without the breaker every payload would have been retried twice.
+        time.sleep(2 * RETRY_DELAY + 0.5)
+        while_held = len(flaky.at(path)) - first_wave
+        flaky.reset_peak()
+        flaky.script(path, [{"status": 200, "delay": 0.3}])  # back, a little slow
+        wait_until("every TIMEOUT delivered", lambda: len(
+            {r.json["device_id"] for r in flaky.at(path) if r.answered == 200}) == GHOSTS, timeout=90)
+        peak = flaky.peak_in_flight
+    assert first_wave <= GHOSTS and while_held <= 2  # the probes only, one at a time
+    # Without the spread the held retries (and a probe) come back together: up to per_host_limit (20).
+    assert peak <= 8, f"{peak} requests in flight at once when the receiver came back"
+    for device in published["minions"][:5]:
+        record = run_ok(fault_run, "callbacks.get", device, published["jid"])
+        (delivery,) = record["deliveries"]
+        assert delivery["status"] == "delivered"
+        assert delivery["attempts"] <= 3  # the first, at most one probe, the delivering one: held ones not counted
 
 
 def test_receiver_down_then_back_gets_the_webhook(fault_run, receiver, fault_minion):

@@ -111,6 +111,7 @@ class Receiver:
         self.info = {"n": 0, "checked": 0, "bad_signature": 0, "unsigned": 0, "unparsed": 0, "hole_connections": 0}
         self._scripts = {}  # path -> list of steps, the last one repeats
         self._cycles = {}  # /every/<n>/<status> path -> requests seen
+        self.in_flight = self.peak_in_flight = 0  # requests being answered now; most at once since reset_peak()
         self._changed = threading.Condition()
         self._loop = self._thread = self._runner = self._hole = None
         self.port = None
@@ -171,7 +172,15 @@ class Receiver:
             self._changed.notify_all()
         if self.counter is not None:
             self.counter.value += 1
-        return await self._answer(request, status, step)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._answer(request, status, step)
+        finally:
+            self.in_flight -= 1
+
+    def reset_peak(self):
+        self.peak_in_flight = self.in_flight
 
     @staticmethod
     async def _answer(request, status, step):
