@@ -4,6 +4,7 @@ import os
 
 import pytest
 import salt.config
+import salt.loader
 
 from salt_callbacks.adapters.jobcache import JobCache
 from salt_callbacks.delivery.owed import ReturnSeen
@@ -15,7 +16,10 @@ def job_cache(tmp_path):
     opts["cachedir"] = str(tmp_path)
     opts["sock_dir"] = str(tmp_path / "sock")
     opts["pki_dir"] = str(tmp_path / "pki")
-    return JobCache(opts)
+    job_cache = JobCache(opts)
+    # The returners alone: the MasterMinion JobCache would make warns at exit when never destroyed.
+    job_cache._returners = salt.loader.returners(opts, {})  # pylint: disable=protected-access
+    return job_cache
 
 
 def store_return(job_cache, minion_id="m1"):
