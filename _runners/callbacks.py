@@ -139,6 +139,28 @@ def redeliver(device_id, jid):
     return _call(lambda service, user: service.redeliver(user, device_id, str(jid)))
 
 
+def redeliver_failed(receiver=None, since=None, limit=None):
+    """
+    Redeliver, in bulk, what failed for good for one receiver since a time:
+    every record whose latest payload failed and was last tried at or after
+    ``since``, on a ``receiver`` (scheme, host and port of its URL), that the
+    caller may redeliver (exactly what ``callbacks.redeliver`` allows them).
+    ``since``: ISO 8601 (UTC unless it says otherwise) or Unix seconds.
+    ``limit`` (default 1000, at most 10000) bounds one call; ``more: true``
+    says there is more to send.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run callbacks.redeliver_failed receiver=https://hooks.example.com since=2026-01-01T08:00:00Z
+        salt-run callbacks.redeliver_failed receiver=http://10.0.0.5:8080/hook since=1767254400 limit=100
+    """
+    from salt_callbacks.service import bulk  # pylint: disable=import-outside-toplevel
+
+    return _call(lambda service, user: bulk.redeliver_failed(service, user, receiver, since, limit))
+
+
 def list_(device_id=None, state=None, limit=100):
     """
     Recent callback records, newest first, each with its ``jid``.

@@ -233,6 +233,29 @@ def test_a_receiver_that_comes_back_is_probed_then_not_stampeded(fault_master, f
         assert delivery["attempts"] <= 3  # the first, at most one probe, the delivering one: held ones not counted
 
 
+def test_what_failed_for_a_receiver_is_redelivered_in_bulk(fault_run, receiver, fault_minion):
+    since = time.time() - 1
+    path, url = new_path(receiver)
+    receiver.script(path, [410])  # failed for good at the first attempt
+    jids = [run_ok(fault_run, "callbacks.execute", fault_minion.id, "test.ping", f"callback_url={url}")["jid"]
+            for _ in range(2)]
+    receiver.wait_for(path, 2)
+    wait_until("both records failed", lambda: all(
+        run_ok(fault_run, "callbacks.get", fault_minion.id, jid)["deliveries"][-1]["status"] == "failed"
+        for jid in jids))
+    receiver.script(path, [200])
+
+    result = run_ok(fault_run, "callbacks.redeliver_failed", f"receiver={receiver.url('/')}", f"since={since:.0f}")
+
+    assert sorted(r["jid"] for r in result["redelivered"]) == sorted(jids)
+    requests = receiver.wait_for(path, 4)
+    assert {r.json["jid"] for r in requests[2:]} == set(jids)
+    # The same payloads again, with the same ids.
+    assert {r.headers["webhook-id"] for r in requests[2:]} == {r.headers["webhook-id"] for r in requests[:2]}
+    bad = fault_run.run("callbacks.redeliver_failed", f"receiver={receiver.url('/')}", "since=yesterday")
+    assert bad.returncode == 2 and "since" in bad.data["error"]
+
+
 def test_receiver_down_then_back_gets_the_webhook(fault_run, receiver, fault_minion):
     import socket
 
