@@ -223,6 +223,7 @@ def test_a_receiver_that_comes_back_is_probed_then_not_stampeded(fault_master, f
         wait_until("every TIMEOUT delivered", lambda: len(
             {r.json["device_id"] for r in flaky.at(path) if r.answered == 200}) == GHOSTS, timeout=90)
         peak = flaky.peak_in_flight
+    print(f"breaker: {first_wave} first attempts, {while_held} while held, peak {peak} in flight at recovery")
     assert first_wave <= GHOSTS and while_held <= 2  # the probes only, one at a time
     # Without the spread the held retries (and a probe) come back together: up to per_host_limit (20).
     assert peak <= 8, f"{peak} requests in flight at once when the receiver came back"
