@@ -85,6 +85,7 @@ class RecordWriter:
         self._delay = interval
         self.writes = 0  # records written, for the log and the tests
         self.failures = 0  # records whose write failed
+        self.failing_since = None  # time.time() of the first failed flush of the current outage
 
     # -- what the engine calls ---------------------------------------------
 
@@ -165,10 +166,17 @@ class RecordWriter:
             self.failures += len(failed)
             if failed:
                 self._delay = min(MAX_BACKOFF, max(self._interval, self._delay * 2))
-                log.error("callbacks: could not write %d of %d callback record(s) (%s); continuing from "
-                          "memory, next try in %.1f s", len(failed), len(batch), first_error, self._delay)
+                self.failing_since = self.failing_since or time.time()
+                log.error("callbacks: could not write %d of %d callback record(s) (%s); failing since %s "
+                          "(%.0f s); continuing from memory, next try in %.1f s", len(failed), len(batch),
+                          first_error, _utc(self.failing_since), time.time() - self.failing_since, self._delay)
             else:
                 self._delay = self._interval
+                if self.failing_since is not None:
+                    log.warning("callbacks: the callback store takes writes again after %.0f s of failures "
+                                "(since %s); every record kept in memory meanwhile is written",
+                                time.time() - self.failing_since, _utc(self.failing_since))
+                    self.failing_since = None
             for callbacks in waiters.values():
                 for callback in callbacks:
                     try:
@@ -244,3 +252,7 @@ class RecordWriter:
 
     def close(self):
         self._executor.shutdown(wait=True)
+
+
+def _utc(ts):
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
