@@ -7,6 +7,7 @@ from salt_callbacks.exceptions import InputError
 from salt_callbacks.model.records import AttemptResult
 from salt_callbacks.model.retry import RetrySchedule
 from salt_callbacks.service import CallbackService
+from salt_callbacks.service.access import Caller
 from salt_callbacks.service.bulk import parse_since, redeliver_failed
 from tests.support.fakes import OK, T0, DictBackend, FakeClock, make_config, make_record
 from salt_callbacks.store import SaltCacheStore
@@ -18,8 +19,9 @@ class Publisher:
     def __init__(self):
         self.redeliveries = []
 
-    def request_redelivery(self, jid, device_id):
+    def request_redelivery(self, jid, device_id, requested_by=None):
         self.redeliveries.append((jid, device_id))
+        self.requested_by = requested_by
 
 
 class SeesOnly:
@@ -80,9 +82,10 @@ def test_the_caller_redelivers_only_records_they_may_redeliver(bulk):
     mine, theirs = failed_record(1, device_id="dev1"), failed_record(2, device_id="dev2")
     add(store, mine, theirs)
 
-    result = redeliver_failed(make(SeesOnly({"dev1"})), "alice", RECEIVER, T0)
+    result = redeliver_failed(make(SeesOnly({"dev1"})), Caller.eauth("alice", "pam"), RECEIVER, T0)
 
     assert publisher.redeliveries == [(mine.jid, "dev1")]
+    assert publisher.requested_by == "pam:alice"  # recorded as who asked, as callbacks.redeliver does
     assert [r["device_id"] for r in result["redelivered"]] == ["dev1"]
 
 
