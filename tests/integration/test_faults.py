@@ -301,7 +301,9 @@ def test_receiver_down_then_back_gets_the_webhook(fault_run, receiver, fault_min
         server.server_close()
     assert len(got) == 1
     record = run_ok(fault_run, "callbacks.get", fault_minion.id, published["jid"])
-    assert [s["success"] for s in record["sent_requests"]] == [False, True]
+    # Failed while it was down (more than once if the machine is slow to start it), then delivered once.
+    successes = [s["success"] for s in record["sent_requests"]]
+    assert successes[-1] is True and not any(successes[:-1]) and len(successes) >= 2
 
 
 def test_a_slow_drip_receiver_is_cut_off_at_the_attempt_deadline(fault_run, receiver, fault_minion):
