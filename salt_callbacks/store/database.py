@@ -213,14 +213,23 @@ class Database:
         """One short write transaction (taking the write lock at once, so it
         cannot fail half-way on a lock another process holds)."""
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc):
+                # Opened while the filesystem was read-only, SQLite keeps the file (and its
+                # shared memory, one per process) read-only for good: close every connection
+                # of this process, so the next use opens afresh (a reader meanwhile gets a
+                # StoreError and tries again, as in any store outage).
+                self.close()
             raise
-        conn.execute("COMMIT")
 
     def meta(self, key):
         row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
