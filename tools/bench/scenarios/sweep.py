@@ -45,6 +45,9 @@ def run_sweep(ctx):
         lat_jobs = ctx.jobs("swl", int(rate * seconds))
         say(f"sweep: writing {len(lat_jobs)} records for the returns and {n} finished records (master stopped)")
         write_records(ctx, lat_jobs, time.time() + 3600, 600)
+        # Their returns in the job cache too, as store_job leaves them: an engine
+        # the bus cuts off at this rate catches up from there (as in the latency runs).
+        ctx.pool.prep_jobcache(lat_jobs, with_return=True, timeout=120 + len(lat_jobs) / 50)
         created = time.time()
         write_records(ctx, sweep_jobs, created, 600, finished=True)
         written = time.time()
