@@ -10,7 +10,7 @@ they stay pending in the store). Bus events reach ``on_event(tag, data)``.
 The engine holds the records it works on (``live``) and the event handlers;
 each other job is a part: ``Scheduler`` (deadline and attempt heaps),
 ``Dispatcher`` (slots, per-host limits, one signed POST), ``JobLookups`` (job
-reads in slices), ``RecordWriter`` (coalesced write-behind), ``RetentionSweeper``,
+reads in slices), ``Recovery`` (open records read back at a start or catch-up), ``RecordWriter`` (coalesced write-behind), ``RetentionSweeper``,
 ``HeldEvents`` (events waiting for the store) and the coordinator it is given
 (``ha/``).
 
@@ -29,10 +29,11 @@ import time
 
 from salt_callbacks import events
 from salt_callbacks.delivery.bodies import RELOAD_DELAY, Bodies
-from salt_callbacks.delivery import owed
+from salt_callbacks.delivery import outcomes, owed
 from salt_callbacks.delivery.breaker import Breakers
 from salt_callbacks.delivery.dispatcher import Dispatcher
-from salt_callbacks.delivery.lookups import JobLookups, KnownJobs, ReadGuard, read_open_jobs
+from salt_callbacks.delivery.lookups import JobLookups, KnownJobs, ReadGuard
+from salt_callbacks.delivery.recovery import Recovery
 from salt_callbacks.delivery.outage import HeldEvents, Outage
 from salt_callbacks.delivery.registrar import MetadataRegistrar
 from salt_callbacks.delivery.scheduler import Scheduler
@@ -43,7 +44,6 @@ from salt_callbacks.ha.coordinator import LocalCoordinator
 from salt_callbacks.metrics.null import NULL_METRICS
 from salt_callbacks.model.records import Phase, Status, redelivery_requester
 from salt_callbacks.model.retry import Outcome, RetrySchedule
-from salt_callbacks.redact import redact_url
 from salt_callbacks.webhook.payload import TRIMMED, was_trimmed
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,6 @@ TICK = 0.05
 HELD_EVENTS_MEMORY = 10000
 #: Seconds that in-flight attempts may run on after shutdown begins.
 SHUTDOWN_GRACE = 5.0
-#: Longest stretch (seconds) adopting the records read at a start or catch-up holds the loop.
-ADOPT_SLICE = 0.005
 #: TIMEOUTs fired per tick at most: a herd of overdue deadlines (after a
 #: restart, say) is spread over ticks instead of stalling the loop.
 DEADLINES_PER_TICK = 2000
@@ -96,6 +94,7 @@ class CallbackEngine:
         self.coordinator = coordinator or LocalCoordinator()
         self.coordinator.attach(self)
         self._reads = ReadGuard()
+        self.recovery = Recovery(self, store, recover, self._reads)
         self.jobs = KnownJobs()
         self._stopping = False
 
@@ -104,7 +103,7 @@ class CallbackEngine:
     async def startup(self):
         # Heartbeat first, so the records loaded below can be claimed (in a thread: it may connect to Redis).
         await asyncio.get_running_loop().run_in_executor(None, self.coordinator.start, self.clock())
-        loaded = await self._read_open()
+        loaded = await self.recovery.read_open()
         log.info("callbacks engine started: %d unfinished callback record(s) resumed", loaded)
 
     async def main_loop(self, should_exit):
@@ -145,42 +144,11 @@ class CallbackEngine:
 
     async def reconcile(self):
         """Catch up after events were lost (the bus cut this subscriber off): the same as a start."""
-        resumed = await self._read_open()
+        resumed = await self.recovery.read_open()
         log.log(logging.WARNING if resumed else logging.INFO,
                 "callbacks: caught up with the store and the job cache after the bus connection "
                 "closed; %d record(s) picked up", resumed)
         return resumed
-
-    async def _read_open(self):
-        """Read every open record in a thread, then adopt them on the loop in
-        slices. Returns how many were newly tracked."""
-        # Events keep coming while the thread reads and between the slices:
-        # remember what finishes meanwhile (the guard stays up until the end).
-        with self._reads.reading():
-            snapshot = await asyncio.get_running_loop().run_in_executor(None, read_open_jobs, self.store,
-                                                                        self.recover)
-            return await self._adopt(snapshot)
-
-    async def _adopt(self, snapshot):
-        """Track every record of a ``read_open_jobs`` snapshot, and deliver the
-        returns found with it, letting events through every ``ADOPT_SLICE`` s
-        (thousands of records after a bus gap held the loop for seconds)."""
-        count = 0
-        finished = self._reads.take()  # while reading(): the live set, still growing
-        slice_ends = time.monotonic() + ADOPT_SLICE
-        for jid, records, returns in snapshot:
-            if time.monotonic() >= slice_ends:
-                await asyncio.sleep(0)
-                slice_ends = time.monotonic() + ADOPT_SLICE
-            for record in records:
-                if record.key not in finished:  # else the copy read is older than the engine's
-                    count += self.track(record)
-            for device_id, data in returns.items():
-                record = self.live.get((jid, device_id))
-                if record is not None and record.phase != Phase.EXECUTED:
-                    log.info("callbacks: return of job %s from %s found in the job cache", jid, device_id)
-                    self.accept_return(jid, device_id, data)
-        return count
 
     # -- the coordinator's host interface (ha/coordinator.py) --------------
 
@@ -436,25 +404,11 @@ class CallbackEngine:
         if waited is not None:
             self._start(record, waited)
         if outcome == Outcome.RETRY:
-            log.warning("callbacks: %s for job %s on %s to %s failed (%s); attempt %d, next in %.1f s",
-                        delivery.state, record.jid, record.device_id, redact_url(record.url), delivery.reason,
-                        delivery.attempts, delivery.next_attempt_at - started)
+            outcomes.log_retry(record, delivery, started)
             # A retry is relied on only once its schedule is in the store.
             self.writer.mark(record, then=lambda: self._queue_retry(record, delivery))
             return
-        if outcome == Outcome.DELIVERED:
-            if log.isEnabledFor(logging.INFO):  # the hot path: no URL redaction for a line not written
-                log.info("callbacks: %s for job %s on %s delivered to %s (HTTP %s, attempt %d)", delivery.state,
-                         record.jid, record.device_id, redact_url(record.url), result.status, delivery.attempts)
-            tag = events.outcome(record.jid, record.device_id, events.DELIVERED)
-        else:
-            log.error("callbacks: %s for job %s on %s to %s failed for good: %s",
-                      delivery.state, record.jid, record.device_id, redact_url(record.url), delivery.reason)
-            tag = events.outcome(record.jid, record.device_id, events.FAILED)
-        # No body and no secret: a Reactor needs to know what happened, not the payload.
-        announcement = {"jid": record.jid, "device_id": record.device_id, "state": delivery.state,
-                        "delivery_id": delivery.delivery_id, "attempts": delivery.attempts,
-                        "status": result.status, "reason": delivery.reason}
+        tag, announcement = outcomes.final(record, delivery, result, outcome)
 
         def announce():
             # A Reactor that reads the record on this event finds the outcome in it.

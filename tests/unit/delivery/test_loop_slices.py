@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from salt_callbacks.delivery import engine as engine_module
+from salt_callbacks.delivery import recovery as recovery_module
 from salt_callbacks.delivery import sweeper as sweeper_module
 
 from tests.support.fakes import FakeClock, Rig, make_config, make_record, run, settle
@@ -21,7 +21,7 @@ def records(**kwargs):
 
 
 def test_records_read_at_start_are_adopted_in_slices_with_events_between(monkeypatch):
-    monkeypatch.setattr(engine_module, "ADOPT_SLICE", 0.0)  # yield after every job
+    monkeypatch.setattr(recovery_module, "ADOPT_SLICE", 0.0)  # yield after every job
     rig = Rig(clock=FakeClock(T0))
     rig.add(*records())
     seen = []
