@@ -333,7 +333,7 @@ def test_an_eauth_user_named_like_a_privileged_system_user_has_only_their_eauth_
     allowed = "test.ping" if name == "root" else "test.arg"
     refused = [call_runner(api, token, "callbacks.execute", device_id=device, command=command)
                for device, command in (("cb-acl-minion", "cmd.run"), ("cb-acl-other", allowed))]
-    assert all(answer.get("retcode") == 2 and f"may not run" in answer["error"] for answer in refused), refused
+    assert all(answer.get("retcode") == 2 and "may not run" in answer["error"] for answer in refused), refused
     assert call_runner(api, token, "callbacks.execute", device_id="cb-acl-minion", command=allowed)["minions"] == [
         "cb-acl-minion"]
     listed = call_runner(api, token, "callbacks.list", limit=1000)

@@ -83,7 +83,6 @@ def summarise(samples):
 
 
 def run_soak(ctx):
-    args = ctx.args
     master = ctx.master = Master("soak", engine_config(ctx))
     wipe_store(master)
     master.start(need_engine=True)
