@@ -1,6 +1,8 @@
 """The caller's rights with Salt's own ACL matcher (Salt loaded, no daemons): the
 eauth backend the caller used, no name exempt for eauth callers, sudo_acl for sudo."""
 
+import pathlib
+
 import pytest
 import salt.config
 import salt.key
@@ -16,8 +18,7 @@ def opts(tmp_path):
     config = tmp_path / "master"
     config.write_text(f"root_dir: {tmp_path}\npki_dir: {tmp_path}/pki\ncachedir: {tmp_path}/cache\n")
     opts = salt.config.master_config(str(config))
-    for minion in MINIONS:  # accepted keys, as the master's key store holds them
-        salt.key.get_key(opts).cache.store("keys", minion, {"state": "accepted", "pub": "key"})
+    accept_keys(opts, MINIONS)
     opts.update({
         "user": "saltsvc",
         "external_auth": {
@@ -28,6 +29,20 @@ def opts(tmp_path):
         "publisher_acl": {"bob": ["test.ping"]},
     })
     return opts
+
+
+def accept_keys(opts, minions):
+    """Accepted keys, as the master's key store holds them: 3008's key cache
+    (``Key.cache``), or a file per key in ``<pki_dir>/minions`` on 3006/3007."""
+    key = salt.key.get_key(opts)
+    if hasattr(key, "cache"):
+        for minion in minions:
+            key.cache.store("keys", minion, {"state": "accepted", "pub": "key"})
+        return
+    accepted = pathlib.Path(opts["pki_dir"], key.ACC)
+    accepted.mkdir(parents=True, exist_ok=True)
+    for minion in minions:
+        (accepted / minion).write_text("key")
 
 
 def may(opts, caller, fun, minion="web1"):

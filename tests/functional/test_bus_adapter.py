@@ -3,7 +3,9 @@ only the events the engine acts on are decoded and handed over."""
 
 import asyncio
 
+import salt.payload
 import salt.utils.event
+import salt.utils.stringutils
 
 from salt_callbacks.adapters.bus import MasterBus
 from salt_callbacks.delivery.engine import CallbackEngine
@@ -24,10 +26,18 @@ def subscribed(on_event, wanted):
     return bus._event.handler  # pylint: disable=protected-access
 
 
+def pack(tag, data):
+    """An event as Salt puts it on the bus: ``SaltEvent.pack`` (3007, 3008), or
+    what 3006's ``fire_event_async`` does inline (tag, ``TAGEND``, msgpack)."""
+    if hasattr(salt.utils.event.SaltEvent, "pack"):
+        return salt.utils.event.SaltEvent.pack(tag, data)
+    return b"".join([salt.utils.stringutils.to_bytes(tag), salt.utils.stringutils.to_bytes(salt.utils.event.TAGEND),
+                     salt.payload.dumps(data, use_bin_type=True)])
+
+
 def test_only_events_the_engine_acts_on_are_decoded_and_handed_over():
     seen = []
     handle = subscribed(lambda tag, data: seen.append((tag, data)), CallbackEngine.wants)
-    pack = salt.utils.event.SaltEvent.pack
     ret = {"id": "dev1", "jid": "20260101000000000001", "return": True, "retcode": 0}
     messages = [pack("salt/callbacks/20260101000000000001/dev1/delivered", {"state": "COMMAND_EXECUTED"}),
                 pack("salt/job/20260101000000000001/ret/dev1", ret),
