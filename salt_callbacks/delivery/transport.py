@@ -6,11 +6,14 @@ socket operation and a receiver that drips a byte at a time holds it for ever.
 aiohttp is already a Salt dependency, and one event loop carries hundreds of
 concurrent deliveries without a thread each.
 
-The URL is parsed once (``urls.parse``, cached) and aiohttp is handed that
-parse; the connector checks every address it connects to (names and IP
-literals alike) against the guard. TLS uses one context built at start
-(``tls.py``); a proxy, when configured, has its own connector that may reach
-only the proxy (``proxy.py``).
+The URL is parsed once (``urls.parse``, cached). A delivery straight to its
+receiver goes through the lean HTTP/1.1 client of ``http1.py`` (aiohttp's
+client was the largest share of the engine's CPU under load): this module
+resolves the host, judges every address against the guard before it is
+connected to (names and IP literals alike) and keeps the connections alive
+per receiver. A delivery through a proxy (``proxy.py``) goes through
+aiohttp, whose connector may reach only the proxy. TLS uses one context built
+at start (``tls.py``) on both paths.
 
 Anything that speaks ``post(url, body, headers, timeout) -> AttemptResult``
 is a transport; tests hand the engine a fake one instead of patching.
@@ -23,7 +26,7 @@ import time
 import aiohttp
 import aiohttp.abc
 
-from salt_callbacks.delivery import tls, urls
+from salt_callbacks.delivery import http1, tls, urls
 from salt_callbacks.delivery.guard import AddressGuard
 from salt_callbacks.delivery.proxy import ProxyRoute
 from salt_callbacks.exceptions import BlockedAddressError
@@ -49,6 +52,22 @@ def parse_retry_after(value, now=None):
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+if hasattr(asyncio, "timeout"):  # Python 3.11+: a timer, no task of its own
+    async def _within(seconds, coro):
+        async with asyncio.timeout(seconds):
+            return await coro
+else:  # Python 3.10
+    async def _within(seconds, coro):
+        return await asyncio.wait_for(coro, seconds)
+
+
+def _host_header(target):
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    if target.port != urls.DEFAULT_PORTS[target.scheme]:
+        host = f"{host}:{target.port}"
+    return host
 
 
 async def _read_capped(stream, limit):
@@ -121,7 +140,7 @@ class AiohttpTransport:
         self._ssl = ssl_context or tls.client_context()
         self._has_client_cert = has_client_cert
         self._proxy = proxy
-        self._session = None
+        self._pool = None
         self._proxy_session = None
 
     @classmethod
@@ -145,18 +164,77 @@ class AiohttpTransport:
         )
 
     def _direct(self):
-        # Created lazily: a ClientSession must be born inside the running loop.
-        if self._session is None:
-            # Per-host limits are the engine's (it must not let one host hold
-            # global slots); the connector only caps sockets overall.
-            self._session = self._new_session(GuardedConnector(
-                self._guard,
-                limit=self._max_concurrency,
-                resolver=self._resolver,
-                use_dns_cache=False,  # every new connection is resolved and checked afresh
-                ssl=self._ssl,
-            ))
-        return self._session
+        """The keep-alive pool of direct deliveries. Per-host limits are the
+        engine's (the dispatcher's slots); every new connection is resolved
+        and judged afresh, a kept-alive one is reused as it was judged."""
+        if self._pool is None:
+            self._pool = http1.Pool(self._ssl)
+        return self._pool
+
+    async def _addresses(self, target):
+        """The addresses to connect to, each judged by the guard (an IP
+        literal as it is, a name as the resolver answers it)."""
+        if target.address is not None:
+            self._guard.check(target.address)
+            return [str(target.address)]
+        answers = await self._resolver.resolve(target.host, target.port, 0)  # GuardedResolver judges them
+        return list(dict.fromkeys(answer["host"] for answer in answers))
+
+    async def _post_direct(self, url, target, body, headers):
+        pool = self._direct()
+        key = (target.host, target.port, target.is_tls)
+        request = http1.request_bytes("POST", target, headers, body, _host_header(target), USER_AGENT)
+        conn, connected = pool.checkout(key), False
+        try:
+            try:
+                if conn is None:
+                    conn = await pool.connect(key, await self._addresses(target), target.host)
+                    reused = False
+                else:
+                    reused = True
+                connected = True
+                try:
+                    response, reusable = await http1.exchange(conn, request, MAX_RESPONSE_BYTES)
+                except ConnectionError:
+                    if not reused or conn.answered:
+                        raise
+                    # A kept-alive connection the receiver had closed before
+                    # reading a byte of ours: once more on a new one.
+                    pool.discard(conn)
+                    conn, connected = None, False
+                    conn = await pool.connect(key, await self._addresses(target), target.host)
+                    connected = True
+                    response, reusable = await http1.exchange(conn, request, MAX_RESPONSE_BYTES)
+            except (OSError, ValueError) as exc:
+                if conn is not None:
+                    pool.discard(conn)
+                if isinstance(exc, BlockedAddressError):
+                    return AttemptResult(status=None, error=f"not sent: {exc}")
+                return AttemptResult(status=None, error=self._describe_direct(exc, url, target, connected))
+        except BaseException:  # the deadline (cancelled) or anything else: the connection is not reused
+            if conn is not None:
+                pool.discard(conn)
+            raise
+        pool.release(conn, reusable)
+        retry_after = None
+        if response.status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return AttemptResult(status=response.status, excerpt=response.body.decode("utf-8", "replace"),
+                             retry_after=retry_after)
+
+    def _describe_direct(self, exc, url, target, connected):
+        certificate = tls.describe(exc, target.host)
+        if certificate is not None:
+            return certificate
+        if not connected:
+            return f"cannot connect to {redact_url(url)}: {exc}"
+        if target.is_tls and isinstance(exc, ConnectionError):
+            return tls.describe_reset(exc, target.host, self._has_client_cert)
+        if isinstance(exc, http1.Disconnected):
+            return str(exc)
+        if isinstance(exc, http1.ProtocolError):
+            return f"not a valid HTTP answer: {exc}"
+        return f"{type(exc).__name__}: {exc}"
 
     def _proxied(self):
         if self._proxy_session is None:
@@ -176,21 +254,20 @@ class AiohttpTransport:
         try:
             target = urls.parse(url)
             self._guard.check_target(target)  # blocked on its face: no lookup, no connect
+            if self._proxy is None or not self._proxy.uses_proxy(target.host):
+                return await _within(timeout, self._post_direct(url, target, body, headers))
             options = {}
-            if self._proxy is not None and self._proxy.uses_proxy(target.host):
-                started = time.monotonic()
-                await asyncio.wait_for(self._judge_destination(target), timeout)
-                timeout = max(0.001, timeout - (time.monotonic() - started))
-                session = self._proxied()
-                options["proxy"] = self._proxy.url
-                if self._proxy.authorization:
-                    # CONNECT carries it for https; a proxied http request carries it itself.
-                    if target.is_tls:
-                        options["proxy_headers"] = {"Proxy-Authorization": self._proxy.authorization}
-                    else:
-                        headers = {**headers, "Proxy-Authorization": self._proxy.authorization}
-            else:
-                session = self._direct()
+            started = time.monotonic()
+            await asyncio.wait_for(self._judge_destination(target), timeout)
+            timeout = max(0.001, timeout - (time.monotonic() - started))
+            session = self._proxied()
+            options["proxy"] = self._proxy.url
+            if self._proxy.authorization:
+                # CONNECT carries it for https; a proxied http request carries it itself.
+                if target.is_tls:
+                    options["proxy_headers"] = {"Proxy-Authorization": self._proxy.authorization}
+                else:
+                    headers = {**headers, "Proxy-Authorization": self._proxy.authorization}
             async with session.post(
                 target.url,
                 data=body,
@@ -235,8 +312,9 @@ class AiohttpTransport:
         return f"{type(exc).__name__}: {exc}"
 
     async def close(self):
-        for name in ("_session", "_proxy_session"):
-            session = getattr(self, name)
-            if session is not None:
-                setattr(self, name, None)
-                await session.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        session, self._proxy_session = self._proxy_session, None
+        if session is not None:
+            await session.close()

@@ -196,7 +196,7 @@ def test_the_tls_context_is_built_once_per_transport(files):
     async def scenario():
         direct = transport._direct()  # pylint: disable=protected-access
         try:
-            return direct.connector._ssl  # pylint: disable=protected-access
+            return direct.ssl_context  # the direct path's keep-alive pool
         finally:
             await transport.close()
 
