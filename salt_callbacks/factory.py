@@ -201,7 +201,7 @@ def bus_gate(opts):
 
 
 def build_engine(config, store, notify=None, transport=None, clock=time.time, recover=None, opts=None, claims=None,
-                 published_job=None):
+                 published_job=None, publish_events=True):
     claims = claims if claims is not None else ha_claims.LocalClaims()
     registry = announcing(store, claims)  # other masters' takeover scans must see these too
 
@@ -218,6 +218,7 @@ def build_engine(config, store, notify=None, transport=None, clock=time.time, re
         recover=recover,
         register_metadata=register_metadata,
         published_job=published_job,
+        publish_events=publish_events,
         coordinator=build_coordinator(claims, config),
     )
 
@@ -234,7 +235,8 @@ def engine_parts(opts, config, loop):
         store = TimedStore(store, metrics.store_write)
     job_cache = jobcache.JobCache(opts)
     engine = build_engine(config, store, notify=sender.fire, recover=job_cache.stored_returns, opts=opts,
-                          claims=engine_claims(opts, config), published_job=job_cache.published)
+                          claims=engine_claims(opts, config), published_job=job_cache.published,
+                          publish_events=bus.master_announces_publish())
     if metrics is not None:
         engine.metrics = metrics
         metrics.watch(engine.live)

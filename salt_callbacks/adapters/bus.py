@@ -184,6 +184,14 @@ class EventSender:
         self._thread.join(timeout)
 
 
+def master_announces_publish():
+    """Does the master fire ``salt/job/<jid>/publish`` (the job's payload, its
+    metadata too) when it publishes? Salt 3007 and later do, after writing the
+    job's load; 3006 fires only ``salt/job/<jid>/new``, without the metadata,
+    and before it writes the load."""
+    return _salt_release() >= (3007,)
+
+
 def _salt_release():
     import salt.version  # pylint: disable=import-outside-toplevel
 

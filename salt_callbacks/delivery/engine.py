@@ -61,14 +61,17 @@ DEADLINES_PER_TICK = 2000
 
 class CallbackEngine:
     def __init__(self, config, store, transport, keys_for, *, clock=time.time, rng=random.random, notify=None,
-                 recover=None, register_metadata=None, published_job=None, coordinator=None, metrics=NULL_METRICS):
+                 recover=None, register_metadata=None, published_job=None, publish_events=True, coordinator=None,
+                 metrics=NULL_METRICS):
         """``keys_for(signer)`` returns the signer's secrets ``[current, ...]``
         or raises ``SigningError``; ``notify(tag, data)`` fires a bus event;
         ``recover(jid)`` returns ``{device_id: return data or owed.ReturnSeen}``
         from the master job cache, for returns that came while no engine was listening;
         ``register_metadata(jid, publish_data, minions, stamp)`` validates and
         stores the records of a job published with callback metadata, as
-        ``published_job(jid)`` reads it from the master job cache (registrar.py);
+        ``published_job(jid)`` reads it from the master job cache (registrar.py;
+        ``publish_events``: the master announces each publish with its metadata,
+        as Salt 3007 and later do);
         ``coordinator`` shares the work with other masters (``ha``; default:
         this master owns everything); ``metrics``: ``metrics.EngineMetrics`` hooks."""
         self.config = config
@@ -78,7 +81,7 @@ class CallbackEngine:
         self.rng = rng
         self.notify = notify or (lambda tag, data: None)
         self.recover = recover
-        self.registrar = MetadataRegistrar(self, register_metadata, published_job)
+        self.registrar = MetadataRegistrar(self, register_metadata, published_job, publish_events)
         self.schedule = RetrySchedule.from_config(config)
         self.live = {}  # (jid, device_id) -> Record still waiting or delivering
         self.scheduler = Scheduler()
@@ -246,6 +249,7 @@ class CallbackEngine:
     def _on_job_read(self, jid, records, minions, returns):
         if not records:
             self.jobs.has_no_records(jid)
+            self.registrar.on_unannounced(jid, returns)  # Salt 3006: its metadata may be in the job cache
             return
         for record in records:
             if minions is None or record.device_id in minions:

@@ -8,6 +8,13 @@ can put one on the master bus with any ``metadata`` and ``user`` it likes
 cache (``published_job(jid)``, read in a thread: the user who published, the
 command, the target's minions, the metadata), with the runner's validation and
 address guard; a hint the job cache does not bear out registers nothing.
+
+Salt 3006's master fires no ``publish`` event: only ``salt/job/<jid>/new``,
+without the metadata, and before it writes the job's load. There
+(``publish_events=False``) every job the store holds no records for is
+looked up in the job cache (``on_unannounced``), its load read again a few
+times while it is not written yet, and the returns the master stored before
+the records existed are read back once they do.
 """
 
 import asyncio
@@ -20,16 +27,21 @@ log = logging.getLogger(__name__)
 
 #: Returns held while their job's load is read (a test.ping returns in ~0.1 s, the read may take longer).
 HELD_RETURNS = 10000
+#: Without publish events (Salt 3006): the pauses (seconds) before each further read of a
+#: job's load while the job cache holds none yet (3006 writes it just after the ``new`` event).
+UNANNOUNCED_PAUSES = (0.05, 0.2, 0.5, 1.0)
 
 
 class MetadataRegistrar:
-    def __init__(self, engine, register, published_job):
+    def __init__(self, engine, register, published_job, publish_events=True):
         """``register(jid, publish, minions, stamp)`` validates and stores a
         job's records (``service.register_from_metadata``); ``published_job(jid)``
-        is ``(publish, minions, stamp)`` as the master recorded the job, or None."""
+        is ``(publish, minions, stamp)`` as the master recorded the job, or None;
+        ``publish_events``: the master fires ``salt/job/<jid>/publish`` (Salt 3007 and later)."""
         self._engine = engine
         self._register = register
         self._published_job = published_job
+        self.publish_events = publish_events
         self._reading = {}  # jid -> its job-cache read, under way
         self._held = {}  # jid -> [(device_id, data)] that came during the read
         self._held_count = 0
@@ -44,6 +56,17 @@ class MetadataRegistrar:
         if self._engine.store.job(jid) is not None:
             return  # the runner registered it already
         self._reading[jid] = asyncio.get_running_loop().create_task(self._read(jid))
+
+    def on_unannounced(self, jid, returns=()):
+        """A job the store holds no records for, on a master that fires no
+        ``publish`` event (Salt 3006): look its load up in the job cache.
+        ``returns``: ``[(device_id, data)]`` that waited for the store read."""
+        if self.publish_events or self._register is None or self._published_job is None:
+            return
+        if jid not in self._reading:
+            self._reading[jid] = asyncio.get_running_loop().create_task(self._read(jid, UNANNOUNCED_PAUSES))
+        for device_id, data in returns:
+            self.holds(jid, device_id, data)
 
     def holds(self, jid, device_id, data):
         """Keep a return of a job whose load is being read; True if kept."""
@@ -61,32 +84,64 @@ class MetadataRegistrar:
     def tasks(self):
         return [task for task in self._reading.values() if not task.done()]
 
-    async def _read(self, jid):
+    async def _read(self, jid, pauses=None):
+        """``pauses``: None for a ``publish`` event's hint; else the unannounced
+        lookup's pauses before each further read while there is no load yet."""
+        loop = asyncio.get_running_loop()
         try:
-            job = await asyncio.get_running_loop().run_in_executor(None, self._published_job, jid)
+            job = await loop.run_in_executor(None, self._published_job, jid)
+            for pause in pauses or ():
+                if job is not None:
+                    break
+                await asyncio.sleep(pause)
+                job = await loop.run_in_executor(None, self._published_job, jid)
         except Exception:  # boundary: a job cache failure must not end the engine
             log.error("callbacks: could not read job %s from the master job cache", jid, exc_info=True)
             job = None
         finally:
             self._reading.pop(jid, None)
+        records = None
         if job is None:
-            log.warning("callbacks: ignoring a publish event for job %s: the master job cache holds no job the "
-                        "master published under that jid (an event a minion fired?)", jid)
+            if pauses is None:
+                log.warning("callbacks: ignoring a publish event for job %s: the master job cache holds no job the "
+                            "master published under that jid (an event a minion fired?)", jid)
         else:
-            self._engine._guarded(events.job_publish(jid), lambda: self._record(jid, *job))  # pylint: disable=protected-access
-        for device_id, data in self._release(jid):  # now the records are tracked (or there are none)
+            def record():
+                nonlocal records
+                records = self._record(jid, *job, announced=pauses is None)
+
+            self._engine._guarded(events.job_publish(jid), record)  # pylint: disable=protected-access
+        held = self._release(jid)
+        if records and pauses is not None:
+            # Without a publish event the records came after the returns began: a
+            # return that reached the engine before them is in the job cache.
+            held += await self._stored_returns(jid)
+        for device_id, data in held:  # now the records are tracked (or there are none)
             self._engine._guarded(events.job_return(jid, device_id),  # pylint: disable=protected-access
                                   lambda d=device_id, r=data: self._engine.accept_return(jid, d, r))
 
-    def _record(self, jid, publish, minions, stamp):
+    async def _stored_returns(self, jid):
+        recover = self._engine.recover
+        if recover is None:
+            return []
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(None, recover, jid)
+        except Exception:  # boundary: a job cache failure must not end the engine
+            log.error("callbacks: could not read the returns of job %s from the master job cache", jid, exc_info=True)
+            return []
+        return list(found.items())
+
+    def _record(self, jid, publish, minions, stamp, announced=True):
+        """The job's records, registered and tracked; None when there are none to register."""
         engine = self._engine
         metadata = publish.get("metadata")
         if not isinstance(metadata, dict) or "callback_url" not in metadata:
-            log.warning("callbacks: ignoring a publish event for job %s: the job the master published has no "
-                        "callback metadata (an event a minion fired?)", jid)
-            return
+            if announced:
+                log.warning("callbacks: ignoring a publish event for job %s: the job the master published has no "
+                            "callback metadata (an event a minion fired?)", jid)
+            return None
         if engine.store.job(jid) is not None:
-            return  # registered meanwhile
+            return None  # registered meanwhile
         try:
             records = self._register(jid, publish, minions, stamp)
         except StoreError:
@@ -94,8 +149,9 @@ class MetadataRegistrar:
         except CallbackError as exc:
             log.error("callbacks: job %s has invalid callback metadata: %s", jid, exc)
             engine.notify(events.invalid(jid), {"jid": jid, "error": str(exc)})
-            return
+            return None
         engine.jobs.has_records(jid)
         for record in records:
             engine.track(record)
         log.info("callbacks: job %s registered from its metadata for %d minion(s)", jid, len(records))
+        return records

@@ -101,3 +101,92 @@ async def test_a_return_that_comes_while_the_job_cache_is_read_is_delivered_afte
     await rig.tick(rig.clock.now)
     (call,) = rig.transport.calls
     assert json.loads(call["body"])["state"] == "COMMAND_EXECUTED"
+
+
+# -- Salt 3006: no publish event, so every job without records is looked up --------------
+
+
+def unannounced_rig(job_cache, recover=None):
+    """An engine on a master that fires no ``publish`` event (Salt 3006)."""
+    rig, reads = rig_with(job_cache)
+    rig.engine.recover = recover
+    registrar = rig.engine.registrar
+    rig.engine.registrar = MetadataRegistrar(rig.engine, registrar._register, registrar._published_job,  # pylint: disable=protected-access
+                                             publish_events=False)
+    return rig, reads
+
+
+def metadata_load(job_id, device="dev1"):
+    return {"jid": job_id, "user": "default", "fun": "test.ping", "arg": [], "tgt": device, "tgt_type": "glob",
+            "ret": "", "metadata": {"callback_url": HOOK, "callback_timeout": 30}}
+
+
+def new_event(rig, job_id, device="dev1"):
+    rig.engine.on_event(f"salt/job/{job_id}/new", {"jid": job_id, "minions": [device], "user": "default"})
+
+
+async def test_with_publish_events_a_new_event_alone_reads_no_job_cache():
+    rig, reads = rig_with({jid(6): (metadata_load(jid(6)), ["dev1"], "2023-11-14T22:13:20+00:00")})
+    await rig.engine.startup()
+    new_event(rig, jid(6))
+    await settle(rig.engine)
+    assert reads == [] and rig.store.job(jid(6)) is None
+
+
+async def test_without_publish_events_a_new_job_without_records_is_registered_from_the_job_cache(caplog):
+    rig, reads = unannounced_rig({jid(7): (metadata_load(jid(7)), ["dev1"], "2023-11-14T22:13:20+00:00"),
+                                  jid(8): (dict(metadata_load(jid(8)), metadata=None), ["dev1"], None)})
+    await rig.engine.startup()
+    new_event(rig, jid(7))
+    new_event(rig, jid(8))  # a job without callbacks: looked up, nothing registered, nothing logged
+    rig.engine.on_event(f"salt/job/{jid(7)}/ret/dev1", {"retcode": 0, "return": True, "success": True})
+    await settle(rig.engine)
+    await rig.tick(rig.clock.now)
+    assert sorted(reads) == [jid(7), jid(8)]
+    assert rig.store.job(jid(8)) is None
+    (call,) = rig.transport.calls
+    assert json.loads(call["body"])["state"] == "COMMAND_EXECUTED" and call["url"] == HOOK
+    assert "ignoring" not in caplog.text
+
+
+async def test_without_publish_events_a_load_written_after_the_new_event_is_read_again(monkeypatch):
+    from salt_callbacks.delivery import registrar  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(registrar, "UNANNOUNCED_PAUSES", (0.01, 0.01, 0.01))
+    cache = {}
+    rig, reads = unannounced_rig(cache)
+    real = rig.engine.registrar._published_job  # pylint: disable=protected-access
+
+    def written_on_second_read(job_id):
+        found = real(job_id)
+        cache[job_id] = (metadata_load(job_id), ["dev1"], "2023-11-14T22:13:20+00:00")  # 3006 writes it just after
+        return found
+
+    rig.engine.registrar._published_job = written_on_second_read  # pylint: disable=protected-access
+    await rig.engine.startup()
+    new_event(rig, jid(9))
+    await settle(rig.engine)
+    assert reads == [jid(9), jid(9)]
+    assert [r.device_id for r in rig.store.records_of_job(jid(9))] == ["dev1"]
+    # Never written: a bounded number of reads, then nothing.
+    monkeypatch.setattr(registrar, "UNANNOUNCED_PAUSES", (0.01, 0.01))
+    cache.clear()
+    rig.engine.registrar._published_job = real  # pylint: disable=protected-access
+    reads.clear()
+    new_event(rig, jid(11))
+    await settle(rig.engine)
+    assert reads == [jid(11)] * 3 and rig.store.job(jid(11)) is None
+
+
+async def test_without_publish_events_a_return_stored_before_the_records_existed_is_delivered():
+    from salt_callbacks.delivery.owed import ReturnSeen  # pylint: disable=import-outside-toplevel
+
+    stored = {"dev1": ReturnSeen({"retcode": 0, "return": True, "success": True}, None)}
+    rig, _ = unannounced_rig({jid(12): (metadata_load(jid(12)), ["dev1"], "2023-11-14T22:13:20+00:00")},
+                             recover=lambda job_id: dict(stored) if job_id == jid(12) else {})
+    await rig.engine.startup()
+    new_event(rig, jid(12))  # its return event never reached the engine (another master's, say)
+    await settle(rig.engine)
+    await rig.tick(rig.clock.now)
+    (call,) = rig.transport.calls
+    assert json.loads(call["body"])["state"] == "COMMAND_EXECUTED"
