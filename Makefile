@@ -48,7 +48,7 @@ results: venv
 	$(PY) -m tools.bench.report docs/results.json
 
 # The suite on each supported Salt release (3006 LTS, 3007, 3008); slow, not in CI.
-matrix:
+matrix: system-deps
 	tools/matrix.sh $(MATRIX_VERSIONS)
 
 clean:
