@@ -15,6 +15,7 @@ import uuid
 import psutil
 import pytest
 import salt.utils.jid
+import salt.version
 
 from salt_callbacks.webhook.signing import delivery_id
 from tests.support import harness
@@ -26,6 +27,11 @@ from tests.integration.helpers import fire_master_event, run_ok
 pytestmark = pytest.mark.integration
 
 RETRY_DELAY = 3
+#: Salt 3007's minion drops a return that finishes while it re-authenticates with a
+#: restarted master: its main process has no request channel then ("Error dispatching
+#: event. 'NoneType' object has no attribute 'send'") and the job process gives up, so
+#: no master ever gets the return. 3006 and 3008 send it once the master is back.
+MINION_DROPS_RETURNS_WHILE_RECONNECTING = tuple(salt.version.__saltstack_version__.info[:2]) == (3007,)
 
 
 @pytest.fixture(scope="module")
@@ -401,4 +407,6 @@ def test_master_killed_with_callbacks_in_every_stage_loses_nothing(fault_master,
     starts = engine_starts(fault_master)
     fault_master.start()
     wait_for_engine(fault_master, starts_before=starts, timeout=60)
+    if MINION_DROPS_RETURNS_WHILE_RECONNECTING:
+        del stages["return-while-down"]  # Salt 3007: the minion never sends it (docs/salt-versions.md)
     assert_every_terminal_webhook_arrived(fault_run, receiver, stages)

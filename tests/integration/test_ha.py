@@ -3,7 +3,8 @@
 Real parts: a redis-server started here (temp dir, free port), two
 salt-masters sharing a master key pair, the callbacks store
 (``callbacks: cache: redis``) and the master job cache
-(``master_job_cache: salt_cache`` on ``cache: redis``) in that Redis, one
+(``master_job_cache: salt_cache`` on ``cache: redis``; on 3006/3007, which
+have no ``salt_cache`` returner, ``master_job_cache: redis``) in that Redis, one
 minion connected to both masters, and a receiver that counts requests per
 ``webhook-id``. Both masters are on 127.0.0.1, so both see every return:
 the worst case for duplicates.
@@ -12,6 +13,7 @@ The master kill comes last: it leaves one master.
 """
 
 import collections
+import importlib.util
 import os
 import shutil
 import signal
@@ -44,12 +46,12 @@ def redis_server(tmp_path_factory):
 
 
 def ha_overrides(redis_server):
-    return {
-        "cache": "redis",
-        "cache.redis.host": "127.0.0.1",
-        "cache.redis.port": redis_server.port,
-        "master_job_cache": "salt_cache",
-    }
+    overrides = {"cache": "redis", "cache.redis.host": "127.0.0.1", "cache.redis.port": redis_server.port}
+    if importlib.util.find_spec("salt.returners.salt_cache") is not None:  # Salt 3008
+        overrides["master_job_cache"] = "salt_cache"
+    else:  # 3006, 3007: no salt_cache returner; Salt's redis returner shares the job cache
+        overrides.update({"master_job_cache": "redis", "redis.host": "127.0.0.1", "redis.port": redis_server.port})
+    return overrides
 
 
 def start_ha_master(salt_factories, event_listener, redis_server, master_id, keys_from=None):
