@@ -27,7 +27,7 @@ import salt.utils.args
 import salt.utils.master
 import salt.utils.minions
 
-from salt_callbacks.service.access import EAUTH, Caller, as_caller
+from salt_callbacks.service.access import EAUTH, EVERY_DEVICE, NO_DEVICE, Caller, VisibleDevices, as_caller
 
 UNRESTRICTED = None
 
@@ -85,28 +85,31 @@ class SaltPermissions:
         )
 
     def visible_devices(self, caller):
-        """``device -> bool``: the devices whose records ``caller`` may see,
-        those the caller may run at least one function on."""
+        """``VisibleDevices``: the devices whose records ``caller`` may see,
+        those the caller may run at least one function on (callable as
+        ``device -> bool``; its ``devices`` is the set, or None for all)."""
         caller = as_caller(caller)
         if self._blacklisted(caller):
-            return lambda device: False
+            return NO_DEVICE
         grants = self.grants(caller)
         if grants is UNRESTRICTED:
-            return lambda device: True
+            return EVERY_DEVICE
         if not grants:
-            return lambda device: False
-        checks = [self._devices(entries) for entries in grants]
-        return lambda device: all(check(device) for check in checks)
+            return NO_DEVICE
+        visible = EVERY_DEVICE
+        for entries in grants:
+            visible = visible & self._devices(entries)
+        return visible
 
     def _devices(self, entries):
         allowed = set()
         for entry in entries:
             if isinstance(entry, str):
-                return lambda device: True  # a function on every minion
+                return EVERY_DEVICE  # a function on every minion
             if isinstance(entry, dict) and len(entry) == 1:
                 target = next(iter(entry))
                 allowed.update(self._ck.check_minions(target, "compound").get("minions", []))
-        return allowed.__contains__
+        return VisibleDevices(allowed)
 
 
 def _users(provider):

@@ -37,6 +37,31 @@ PRIVATE_COMMAND_KEYS = ("arg", "kwarg", "raw")
 SUDO_PREFIX = "sudo_"
 
 
+class VisibleDevices:
+    """``device -> bool`` for the devices a caller may see, with the set itself
+    in ``devices`` (None: every device), so a listing can ask the store for
+    those devices only instead of reading every record to drop the rest."""
+
+    __slots__ = ("devices",)
+
+    def __init__(self, devices=None):
+        self.devices = None if devices is None else frozenset(devices)
+
+    def __call__(self, device):
+        return self.devices is None or device in self.devices
+
+    def __and__(self, other):
+        if self.devices is None:
+            return other
+        if other.devices is None:
+            return self
+        return VisibleDevices(self.devices & other.devices)
+
+
+EVERY_DEVICE = VisibleDevices()
+NO_DEVICE = VisibleDevices(())
+
+
 @dataclasses.dataclass(frozen=True)
 class Caller:
     name: str

@@ -191,8 +191,18 @@ class CallbackService:
             return True
 
         caller = self._caller(user)
-        # The state filter goes to the store: an index there, so no match costs no read.
-        return [self.access.view(caller, r, retention) for r in self.store.recent(device_id, limit, keep, state=state)]
+        # The filters go to the store as well as into ``keep``: the state, the
+        # devices the caller may see and the retention narrow its query (indexes
+        # in the embedded store), so a caller who may see no record, or a filter
+        # that matches nothing, reads nothing instead of every record.
+        devices = getattr(may_see, "devices", None)
+        if devices is not None and (not devices or (device_id is not None and device_id not in devices)):
+            return []
+        if device_id is not None:
+            devices = None  # one device, and the caller may see it
+        found = self.store.recent(device_id, limit, keep, state=state, devices=devices,
+                                  created_after=now - retention - 1.0)  # ``keep`` decides at the edge
+        return [self.access.view(caller, r, retention) for r in found]
 
     # -- redeliver ------------------------------------------------------------
 

@@ -46,6 +46,8 @@ WRITE_BATCH = 500
 REMOVE_BATCH = 500
 #: Rows fetched at a time while filtering a listing.
 LIST_FETCH = 200
+#: Devices a listing names in its query at most (SQLite's parameter limit is far above).
+LIST_IN_DEVICES = 900
 
 
 def _fallback(value):
@@ -241,13 +243,26 @@ class EmbeddedStore:
                           (jid,))
         return [self._decode(data, f"{device}/{jid}") for device, data in rows]
 
-    def recent(self, device_id=None, limit=100, predicate=None, state=None):
+    def recent(self, device_id=None, limit=100, predicate=None, state=None, devices=None, created_after=None):
         """Records newest first (by jid, then device), at most ``limit``, only
-        those in public ``state`` when given, and passing ``predicate``."""
+        those in public ``state`` when given, and passing ``predicate``.
+        ``devices`` (a set) and ``created_after`` (Unix seconds) narrow the
+        query itself, so rows they rule out are never decoded: a caller who
+        may see few devices, or a store full of expired records, costs an
+        index walk in SQLite, not a Python decode per record."""
         where, params = [], []
         if device_id is not None:
             where.append("device_id = ?")
             params.append(minion_id(device_id))
+        if devices is not None:
+            if not devices:
+                return []
+            if len(devices) <= LIST_IN_DEVICES:  # more: left to ``predicate``
+                where.append(f"device_id IN ({', '.join('?' * len(devices))})")
+                params.extend(sorted(devices))
+        if created_after is not None:
+            where.append("created > ?")
+            params.append(float(created_after))
         if state is not None:
             where.append("state = ?")
             params.append(state)

@@ -304,13 +304,20 @@ class RedisStore:
         raws = self._call(f"read {len(pairs)} record(s)", run) if pairs else []
         return [None if raw is None else self._decode(f"{d}/{j}", raw) for (d, j), raw in zip(pairs, raws)]
 
-    def recent(self, device_id=None, limit=100, predicate=None, chunk=200, state=None):
-        """Records newest first, at most ``limit``, optionally filtered (read in pipelined chunks)."""
+    def recent(self, device_id=None, limit=100, predicate=None, chunk=200, state=None, devices=None,
+               created_after=None):
+        """Records newest first, at most ``limit``, optionally filtered (read in pipelined chunks).
+        ``devices``: only these (their records are the only ones read); ``created_after``:
+        left to ``predicate`` (no index of creation times here)."""
         predicate = walks.in_state(state, predicate)  # no index of states here: read and filter
+        if devices is not None and not devices:
+            return []
         if device_id is not None:
             candidates = [(device_id, jid) for jid in reversed(self.device_jids(device_id))]
         else:
             candidates = ((dev, jid) for jid in reversed(self.jids()) for dev in (self.job(jid) or {}).get("devices", []))
+        if devices is not None:
+            candidates = ((dev, jid) for dev, jid in candidates if dev in devices)
         found, batch = [], []
         for pair in candidates:
             batch.append(pair)

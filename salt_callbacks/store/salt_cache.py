@@ -156,10 +156,14 @@ class SaltCacheStore:
                 records.append(record)
         return records
 
-    def recent(self, device_id=None, limit=100, predicate=None, state=None):
+    def recent(self, device_id=None, limit=100, predicate=None, state=None, devices=None, created_after=None):
         """Records newest first, at most ``limit``, optionally filtered (by
-        public ``state`` too: here by reading each record, there is no index)."""
+        public ``state`` too: here by reading each record, there is no index).
+        ``devices``: only these (no other record is read); ``created_after``:
+        left to ``predicate`` (no index of creation times here)."""
         predicate = walks.in_state(state, predicate)
+        if devices is not None and not devices:
+            return []
         if device_id is not None:
             candidates = ((device_id, jid) for jid in reversed(self.device_jids(device_id)))
         else:
@@ -170,6 +174,8 @@ class SaltCacheStore:
             )
         found = []
         for dev, jid in candidates:
+            if devices is not None and dev not in devices:
+                continue
             if len(found) >= limit:
                 break
             record = self.get(dev, jid)

@@ -51,8 +51,10 @@ pending         ``--pending`` records, most with far deadlines, written into
                 Engine RSS (psutil) before any record and with all pending.
 profiles        ``--profile tput,pending,burst``: py-spy (``--idle``) on the
                 engine's main thread, summarised as shares of wall time.
-store           ``callbacks.get`` / ``callbacks.list`` through
-                ``salt.runner.RunnerClient`` with the pending records present.
+store           ``callbacks.get`` / ``callbacks.list``, the runner functions
+                called in the bench's process (``salt.loader.runner`` with
+                salt-run's opts: a system caller who sees every record), with
+                the pending records present.
 baseline        a master with the Reactor on ``salt/job/*/ret/*`` calling the
                 ``http.query`` runner: the same store_job load (smaller: it
                 manages tens of webhooks/s) and the same burst.

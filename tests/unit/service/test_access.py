@@ -5,7 +5,7 @@ device without arguments, excerpts and URL secrets; redeliveries name who asked.
 import pytest
 
 from salt_callbacks.service import CallbackService, ExecuteRequest
-from salt_callbacks.service.access import Caller, RecordAccess, bare_url
+from salt_callbacks.service.access import Caller, RecordAccess, VisibleDevices, bare_url
 from salt_callbacks.exceptions import NotFoundError
 
 from tests.support.fakes import T0, jid, make_config, make_record, new_rig, settle, status
@@ -138,3 +138,37 @@ def test_an_error_text_quoting_the_url_is_scrubbed_for_others():
             "deliveries": [{"reason": f"gave up; last: url='{SECRET_URL}'"}]}
     text = repr(redacted_view(view))
     assert "q-secret" not in text and "pa55" not in text and "receiver.example.com:8443/hooks/x" in text
+
+
+class ListingStore:
+    """Records what ``recent`` was asked (a listing's filters reach the store)."""
+
+    def __init__(self):
+        self.asked = []
+
+    def recent(self, device_id=None, limit=100, predicate=None, **filters):
+        self.asked.append(dict(filters, device_id=device_id))
+        return []
+
+
+class Sees:
+    def __init__(self, devices):
+        self.devices = devices
+
+    def visible_devices(self, caller):
+        return VisibleDevices(self.devices)
+
+
+def test_a_listing_asks_the_store_for_the_devices_the_caller_may_see_only():
+    config = make_config()
+    store = ListingStore()
+    CallbackService(config, store, None, Sees({"dev1", "dev2"}), clock=lambda: T0).list_records(BOB)
+    assert store.asked[-1]["devices"] == {"dev1", "dev2"}
+    assert store.asked[-1]["created_after"] <= T0 - config.retention
+    # Nothing to see (no right on any device, or not on the one asked for): the store is not read.
+    for devices, device_id in ((set(), None), ({"dev1"}, "dev2")):
+        store = ListingStore()
+        assert CallbackService(config, store, None, Sees(devices)).list_records(BOB, device_id=device_id) == []
+        assert store.asked == []
+    visible = VisibleDevices({"a", "b"}) & VisibleDevices(None) & VisibleDevices({"b", "c"})
+    assert visible.devices == {"b"} and visible("b") and not visible("a")

@@ -90,6 +90,19 @@ def test_recent_is_newest_first_by_device_and_by_state(any_store):
     assert [r.device_id for r in any_store.recent(limit=1, predicate=lambda r: r.jid == jid(1))] == ["dev1"]
 
 
+def test_recent_narrows_to_the_devices_and_creation_times_asked(any_store):
+    any_store.add_job(jid(1), [make_record(1, "dev1", created=T0 + 1), make_record(1, "dev2", created=T0 + 1)], T0 + 1)
+    any_store.add_job(jid(2), [make_record(2, "dev3", created=T0 + 2)], T0 + 2)
+
+    assert [(r.jid, r.device_id) for r in any_store.recent(devices={"dev2", "dev3"})] == [
+        (jid(2), "dev3"), (jid(1), "dev2")]
+    assert any_store.recent(devices=frozenset()) == []
+    assert [r.device_id for r in any_store.recent(devices={"dev1"}, device_id="dev1")] == ["dev1"]
+    # created_after narrows the embedded store's query; the others leave it to the predicate.
+    if isinstance(any_store, EmbeddedStore):
+        assert [r.jid for r in any_store.recent(created_after=T0 + 1.5)] == [jid(2)]
+
+
 def test_unfinished_jobs_and_counts_leave_finished_records_out(any_store):
     done = make_record(1, "dev1", user="alice")
     any_store.add_job(jid(1), [done, make_record(1, "dev2", user="bob")], T0)
