@@ -14,9 +14,9 @@ reads in slices), ``Recovery`` (open records read back at a start or catch-up), 
 ``HeldEvents`` (events waiting for the store) and the coordinator it is given
 (``ha/``).
 
-Durability: the engine acts only on state durable somewhere. A deadline is in
-the store before the job is published, and a return in Salt's master job
-cache, so both go out at once; a retry is queued, a redelivery started and an
+Durability: the engine acts only on state durable somewhere. A return is in
+Salt's master job cache, so its payload goes out at once; a TIMEOUT goes out
+once the record carrying it is written (a prompt flush, not the interval); a retry is queued, a redelivery started and an
 outcome announced only once the record carrying it is written. A crash can
 cost the record of attempts made in the last flush interval: their payloads
 go out again with the same ``webhook-id`` (at-least-once, as documented).
@@ -360,8 +360,15 @@ class CallbackEngine:
         log.info("callbacks: job %s on %s timed out after %d s; sending TIMEOUT", jid, device_id, record.timeout)
         announce = (events.outcome(jid, device_id, events.TIMEOUT),
                     {"jid": jid, "device_id": device_id, "timeout": record.timeout})
-        self.writer.mark(record, then=lambda event=announce: self.notify(*event))
-        self._start(record, delivery)  # the deadline was in the store before the job was published
+
+        def send():
+            # State before action: the TIMEOUT is in the store before it goes out (a
+            # prompt flush: one transaction for the TIMEOUTs of a tick, a few ms).
+            if self.live.get(record.key) is record:
+                self._start(record, delivery)
+            self.notify(*announce)
+
+        self.writer.mark(record, then=send, soon=True)
 
     def _queue_unheld(self, now):
         for record, state, when in self.breakers.due(now, self.live):  # probes, and attempts a breaker let go

@@ -83,20 +83,31 @@ class RecordWriter:
         self._lock = None  # asyncio.Lock, made on the running loop
         self._forgotten = set()  # keys dropped while a flush was under way
         self._delay = interval
+        self._soon = False  # a prompt flush is scheduled
+        self._soon_task = None
         self.writes = 0  # records written, for the log and the tests
         self.failures = 0  # records whose write failed
         self.failing_since = None  # time.time() of the first failed flush of the current outage
 
     # -- what the engine calls ---------------------------------------------
 
-    def mark(self, record, then=None, lazy=False):
+    def mark(self, record, then=None, lazy=False, soon=False):
         """Write ``record`` with the next flush; then call ``then()`` on the loop.
 
         ``lazy``: nothing relies on this state being written soon (it is
         durable elsewhere: a return is in Salt's job cache), so it may wait
         up to ``LAZY_HOLD`` seconds, and the change that comes meanwhile (the
-        attempt's outcome) is written with it: one write, not two."""
+        attempt's outcome) is written with it: one write, not two.
+
+        ``soon``: something waits on this write to act (a TIMEOUT is sent
+        once it is stored): flush as soon as the loop is free, not at the next
+        interval; everything marked meanwhile goes in the same flush (one
+        transaction for a tick's TIMEOUTs). Not while the store fails: the
+        backoff holds."""
         key = record.key
+        if soon and not self._soon and self.failing_since is None:
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
         if lazy and then is None and key not in self._dirty:
             held = self._lazy.get(key)
             self._lazy[key] = (record, time.monotonic() if held is None else held[1])
@@ -133,6 +144,19 @@ class RecordWriter:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     # -- flushing -----------------------------------------------------------
+
+    def _flush_soon(self):
+        self._soon = False
+        if self._soon_task is None or self._soon_task.done():
+            self._soon_task = asyncio.get_running_loop().create_task(self._flush_logged())
+        else:  # a prompt flush is under way: the next one follows it
+            self._soon_task.add_done_callback(lambda _task: self._flush_soon() if self._dirty else None)
+
+    async def _flush_logged(self):
+        try:
+            await self.flush()
+        except Exception:  # boundary: the writer must outlive any one batch
+            log.error("callbacks: writing records failed", exc_info=True)
 
     async def run(self, should_exit):
         """Flush every ``interval`` (longer while the store fails) until ``should_exit``."""

@@ -120,7 +120,9 @@ async def test_past_the_spill_bodies_are_dropped_and_rebuilt_the_same_when_due(s
     await rig.tick(T0 + 60)  # late times out; both first attempts fail; nothing can be written
 
     assert live_body(rig, late, "TIMEOUT") is None and live_body(rig, slow) is None
-    assert rig.engine.bodies.dropped == 2
+    # Both bodies at the first failed write; the TIMEOUT's once more: it goes out only after
+    # that write (rebuilt to be sent), and its failed attempt's write fails too.
+    assert rig.engine.bodies.dropped == 3
     store.failing = False
     await rig.tick(T0 + 65)
     await rig.tick(T0 + 70)
@@ -161,3 +163,26 @@ async def test_with_the_salt_cache_store_bodies_stay_in_memory():
     await settle(rig.engine)
 
     assert live_body(rig, record) is not None
+
+
+async def test_a_timeout_is_in_the_store_before_it_is_sent(store):
+    """State before action: when the TIMEOUT's first attempt starts, the store
+    already holds the record timed out with that delivery (a prompt flush, not
+    the writer's interval)."""
+    rig = new_rig(store=store)
+    record = make_record(1, created=T0, timeout=60)
+    rig.add(record)
+    await rig.engine.startup()
+    rig.publish(record)
+    seen = []
+    post = rig.transport.post
+
+    async def post_after_looking(url, body, headers, timeout):
+        stored = store.get(record.device_id, record.jid)
+        seen.append((stored.phase, [d.state for d in stored.deliveries]))
+        return await post(url, body, headers, timeout)
+
+    rig.transport.post = post_after_looking
+    await rig.tick(T0 + 60)
+    await settle(rig.engine)
+    assert seen == [("timed_out", ["TIMEOUT"])]
