@@ -31,7 +31,7 @@ RETRY_DELAY = 3
 #: restarted master: its main process has no request channel then ("Error dispatching
 #: event. 'NoneType' object has no attribute 'send'") and the job process gives up, so
 #: no master ever gets the return. 3006 and 3008 send it once the master is back.
-MINION_DROPS_RETURNS_WHILE_RECONNECTING = tuple(salt.version.__saltstack_version__.info[:2]) == (3007,)
+MINION_DROPS_RETURNS_WHILE_RECONNECTING = salt.version.__saltstack_version__.info[0] == 3007
 
 
 @pytest.fixture(scope="module")
