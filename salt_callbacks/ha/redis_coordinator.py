@@ -48,6 +48,8 @@ AHEAD_MEMORY = 100000
 AHEAD_FRESH = 1.0
 #: Times a return is offered to claim / hand over before giving up (the claim changes hands meanwhile).
 HANDOVER_TRIES = 3
+#: Records whose claim failed on the loop, kept to be claimed again off it at most.
+UNSURE_MEMORY = 100000
 
 
 class RedisCoordinator:
@@ -68,6 +70,7 @@ class RedisCoordinator:
         self.outage = Outage("reach the claims backend")
         self._stopping = False
         self._ahead = {}  # key -> claimed? made ahead by claim_ahead (in a worker thread)
+        self._unsure = {}  # key -> created: a claim that failed on the loop, to be made again off it
 
     # -- what the engine calls --------------------------------------------------
 
@@ -88,7 +91,12 @@ class RedisCoordinator:
             return self.claims.claim(record.key, record.created)
         except ClaimError as exc:
             self._down(self._host.clock(), exc)
-            return False  # the takeover scan finds it once the backend answers
+            # A call bounded on the loop (ha/loopguard.py) goes on in its thread and may
+            # succeed there: the claim is then this master's, which no takeover scan takes
+            # from a live master. So the next cycle claims it again, off the loop.
+            if len(self._unsure) < UNSURE_MEMORY:
+                self._unsure[record.key] = record.created
+            return False
 
     def claim_ahead(self, records, minions):
         """In a worker thread, after a job's records were read: claim the ones the
@@ -188,6 +196,7 @@ class RedisCoordinator:
                 await self._recheck_claims(now, expired)
             elif self._parked:
                 self._unpark()
+            await self._claim_unsure()
             await self._flush_releases()
             messages = await self._off_loop(self.claims.take_messages, MESSAGE_BATCH)
         except (ClaimError, StoreError) as exc:
@@ -225,6 +234,43 @@ class RedisCoordinator:
             self._resave.update(batch)
             raise
 
+    async def _claim_unsure(self):
+        """Claim again, off the loop, the records whose claim failed on it, and
+        track those this master holds (their returns read back from the job cache)."""
+        held = self._host.held()
+        unsure = {k: created for k, created in self._unsure.items() if k not in held}
+        self._unsure = {}
+        if not unsure:
+            return
+        try:
+            claimed = await self._off_loop(self.claims.claim_many, list(unsure.items()))
+        except ClaimError:
+            self._unsure.update(unsure)
+            raise
+        await self._track_claimed(claimed)
+
+    async def _track_claimed(self, claimed):
+        """Track the records of ``claimed`` keys (claimed by this master just now), re-read from the store."""
+        host = self._host
+        snapshot = await self._off_loop(read_keys, host.store, host.recover, sorted(claimed))
+        taken = 0
+        held = host.held()
+        made = time.monotonic()
+        for key, record, returns in snapshot:
+            if record is None or record.finished:
+                if key not in held:
+                    self._to_release[key] = record
+                continue
+            if key in held:
+                continue  # already ours (a return came meanwhile), or re-claimed after a backend restart
+            self._ahead[key] = (True, made)  # claimed just now: track() makes no call on the loop
+            taken += host.track(record)
+            data = returns.get(record.device_id)
+            if data is not None:
+                log.info("callbacks: return of job %s from %s found in the job cache", record.jid, record.device_id)
+                host.accept_return(record.jid, record.device_id, data)
+        return taken
+
     async def _take_over(self, now):
         """One chunk of the takeover scan; take and track what no live master holds."""
         host = self._host
@@ -233,21 +279,7 @@ class RedisCoordinator:
         if not free:
             return 0
         claimed = await self._off_loop(self.claims.claim_many, [(key, now) for key in free])
-        snapshot = await self._off_loop(read_keys, host.store, host.recover, sorted(claimed))
-        taken = 0
-        held = host.held()
-        for key, record, returns in snapshot:
-            if record is None or record.finished:
-                if key not in held:
-                    self._to_release[key] = record
-                continue
-            if key in held:
-                continue  # already ours (a return came meanwhile), or re-claimed after a backend restart
-            taken += host.track(record)
-            data = returns.get(record.device_id)
-            if data is not None:
-                log.info("callbacks: return of job %s from %s found in the job cache", record.jid, record.device_id)
-                host.accept_return(record.jid, record.device_id, data)
+        taken = await self._track_claimed(claimed)
         if taken:
             log.warning("callbacks: took over %d callback(s) that no live master held", taken)
         return taken

@@ -12,6 +12,7 @@ import logging
 
 import pytest
 
+from salt_callbacks.exceptions import ClaimError
 from salt_callbacks.webhook import signing
 from salt_callbacks.ha.claims import AnnouncingStore
 from salt_callbacks.ha.coordinator import LocalCoordinator
@@ -433,3 +434,39 @@ def test_one_master_uses_the_local_coordinator_and_never_parks():
     assert rig.engine.coordinator.shared is False
     assert rig.engine.coordinator.may_deliver(record, None)
     assert rig.engine.coordinator.settled(float("inf"))
+
+
+class ClaimsSlowOnTheLoop(FakeClaims):
+    """A claim as the loop guard sees one that took too long: it fails on the
+    loop, and completes in its thread all the same (``slow`` times)."""
+
+    def __init__(self, *args, slow=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slow = slow
+
+    def claim(self, key, score):
+        held = super().claim(key, score)
+        if self.slow:
+            self.slow -= 1
+            raise ClaimError("claim", "fake-redis:6379", "no answer within 5 ms")
+        return held
+
+
+def test_a_claim_that_failed_on_the_loop_but_was_made_is_tracked_by_its_owner():
+    # The claim is this master's, so no takeover scan would take it from a live
+    # master: the owner must claim it again itself, or its TIMEOUT is never sent.
+    masters = Masters()
+    a = masters["master-a"]
+    a.engine.coordinator.claims = ClaimsSlowOnTheLoop(masters.server, "master-a", TTL)
+    record = make_record(created=T0, timeout=3)
+
+    async def scenario():
+        await masters.start()
+        masters.add(record, announce=True)  # by the runner on A, then published
+        publish(a, record)
+        await masters.run_until(T0 + 1)
+        assert masters.server.claims.get(record.key) == "master-a"
+        await masters.run_until(T0 + 8)
+
+    run(scenario())
+    assert masters.posts() == {timeout_id(record): [("master-a", "TIMEOUT")]}
