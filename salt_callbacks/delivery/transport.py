@@ -1,10 +1,11 @@
 """HTTP delivery: one POST per attempt, with one wall-clock deadline for all of it.
 
-aiohttp, not requests: ``aiohttp.ClientTimeout(total=...)`` bounds the whole
-attempt (lookup, connect, send, headers, body), where requests' timeout is per
-socket operation and a receiver that drips a byte at a time holds it for ever.
-aiohttp is already a Salt dependency, and one event loop carries hundreds of
-concurrent deliveries without a thread each.
+asyncio, not requests: one deadline bounds the whole attempt (lookup,
+connect, send, headers, body; ``asyncio.timeout`` on the direct path,
+``aiohttp.ClientTimeout(total=...)`` through a proxy), where requests'
+timeout is per socket operation and a receiver that drips a byte at a time
+holds it for ever. One event loop carries hundreds of concurrent deliveries
+without a thread each.
 
 The URL is parsed once (``urls.parse``, cached). A delivery straight to its
 receiver goes through the lean HTTP/1.1 client of ``http1.py`` (aiohttp's
