@@ -239,7 +239,7 @@ def engine_parts(opts, config, loop):
                           publish_events=bus.master_announces_publish())
     if metrics is not None:
         engine.metrics = metrics
-        metrics.watch(engine.live)
+        metrics.watch(engine.live, engine.asleep)
     return engine, master_bus, sender
 
 

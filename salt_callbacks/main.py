@@ -91,7 +91,7 @@ async def _engine_main(opts, config):
     health.bus_subscribed = True
     await start_with_backoff(engine, should_exit)
     health.started = True
-    sender.fire(events.ENGINE_STARTED, {"resumed": len(engine.live)})
+    sender.fire(events.ENGINE_STARTED, {"resumed": engine.held_count()})
     try:
         await engine.main_loop(should_exit)
     finally:

@@ -57,6 +57,8 @@ SHUTDOWN_GRACE = 5.0
 #: TIMEOUTs fired per tick at most: a herd of overdue deadlines (after a
 #: restart, say) is spread over ticks instead of stalling the loop.
 DEADLINES_PER_TICK = 2000
+#: Longest stretch (seconds) a tick spends reading asleep records back from the store.
+WAKE_SLICE = 0.005
 
 
 class CallbackEngine:
@@ -84,6 +86,12 @@ class CallbackEngine:
         self.registrar = MetadataRegistrar(self, register_metadata, published_job, publish_events)
         self.schedule = RetrySchedule.from_config(config)
         self.live = {}  # (jid, device_id) -> Record still waiting or delivering
+        # Keys of records waiting for a return that are not held in memory ("asleep"):
+        # the store has them as they are (nothing changed since they were written), their
+        # deadline is in the scheduler, and a return or the deadline reads them back
+        # (``_wake``). Only with a store that reads one record in microseconds, on this
+        # master alone (see ``_may_sleep``): 100k pending cost ~250 bytes each, not ~1 KB.
+        self.asleep = set()
         self.scheduler = Scheduler()
         self.dispatcher = Dispatcher(config, transport, keys_for, clock)
         self.bodies = Bodies(store, self.dispatcher.running, recover, config.max_body_bytes)
@@ -158,10 +166,22 @@ class CallbackEngine:
     def held(self):
         return self.live
 
-    def track(self, record):
-        """Start tracking ``record``: its deadline and pending deliveries. 1 if new."""
-        if record.finished or record.key in self.live or not self.coordinator.claim(record):
+    def _may_sleep(self):
+        # The embedded store reads a record in ~40 µs (keeps_bodies: it is read back
+        # anyway); with shared claims the coordinator works on the records it holds.
+        return getattr(self.store, "keeps_bodies", False) and not self.coordinator.shared
+
+    def track(self, record, hold=True):
+        """Start tracking ``record``: its deadline and pending deliveries. 1 if new.
+        ``hold=False``: a record still waiting for its return is left asleep in
+        the store (its key and deadline kept), read back when it is needed."""
+        key = record.key
+        if record.finished or key in self.live or key in self.asleep or not self.coordinator.claim(record):
             return 0
+        if not hold and record.phase == Phase.WAITING and self._may_sleep():
+            self.asleep.add(key)
+            self.scheduler.add_deadline(record)
+            return 1
         self.live[record.key] = record
         if record.phase == Phase.WAITING:
             self.scheduler.add_deadline(record)
@@ -171,6 +191,23 @@ class CallbackEngine:
 
     def drop(self, key):
         self.live.pop(key, None)
+        self.asleep.discard(key)
+
+    def held_count(self):
+        """Records this engine tracks: held in memory, and asleep in the store."""
+        return len(self.live) + len(self.asleep)
+
+    def _wake(self, key):
+        """The asleep record of ``key``, read back from the store and held
+        again (None when the store no longer has it). ``StoreError`` propagates:
+        the key stays asleep, and the caller holds or retries what it was doing."""
+        jid, device_id = key
+        record = self.store.get(device_id, jid)
+        self.asleep.discard(key)
+        if record is None:
+            return None
+        self.track(record)  # held now, its deadline queued again (the old entry finds it moved on)
+        return self.live.get(key)
 
     def resume(self, key, state):
         record = self.live.get(key)
@@ -269,6 +306,7 @@ class CallbackEngine:
         for key in [key for key in self.live if key[0] == jid and key[1] not in devices]:
             if self.live[key].phase == Phase.WAITING:
                 del self.live[key]
+        self.asleep -= {key for key in self.asleep if key[0] == jid and key[1] not in devices}
         self.on_job_published(jid)
 
     def on_redeliver(self, jid, device_id, request=None):
@@ -293,6 +331,10 @@ class CallbackEngine:
         ret = owed.seen(data, now)
         data = ret.data
         record = self.live.get((jid, device_id))
+        if record is None and (jid, device_id) in self.asleep:
+            record = self._wake((jid, device_id))
+            if record is None:
+                return  # gone from the store meanwhile (expired, or removed by the runner)
         if record is None:
             if self.registrar.holds(jid, device_id, data):
                 return  # its job's metadata is being read from the job cache: handled after
@@ -347,10 +389,25 @@ class CallbackEngine:
             self.held_events.replay(now, lambda label, action: self._guarded(label, action, replaying=True))
 
     def _fire_deadlines(self, now):
-        for jid, device_id in self.scheduler.due_deadlines(now, DEADLINES_PER_TICK):
-            record = self.live.get((jid, device_id))
+        due = self.scheduler.due_deadlines(now, DEADLINES_PER_TICK)
+        slice_ends = time.monotonic() + WAKE_SLICE
+        for index, key in enumerate(due):
+            record = self.live.get(key)
+            if record is None and key in self.asleep:
+                if time.monotonic() >= slice_ends:
+                    self._requeue_deadlines(due[index:], now)  # the next tick reads them
+                    return
+                try:
+                    record = self._wake(key)
+                except StoreError:
+                    self._requeue_deadlines(due[index:], now)
+                    raise  # logged by on_tick; tried again next tick
             if record is not None and record.phase == Phase.WAITING:
                 self._time_out(record, now)
+
+    def _requeue_deadlines(self, keys, now):
+        for jid, device_id in keys:
+            self.scheduler.add_deadline_at(now, jid, device_id)
 
     def _time_out(self, record, now):
         delivery = record.on_deadline(now)
@@ -450,6 +507,7 @@ class CallbackEngine:
         for jid, devices in expired:
             for device_id in devices:
                 self.writer.forget((jid, device_id))
+                self.asleep.discard((jid, device_id))
                 record = self.live.pop((jid, device_id), None)
                 if record is None:
                     continue

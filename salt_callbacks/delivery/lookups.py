@@ -204,6 +204,22 @@ def read_open_jobs(store, recover):
     return [(jid, records, _returns_of(jid, records, recover)) for jid, records in store.unfinished_jobs()]
 
 
+#: Unfinished records a start reads per page (``read_open_page``).
+OPEN_PAGE = 2000
+
+
+def read_open_page(store, recover, after, limit=OPEN_PAGE):
+    """One page of ``read_open_jobs`` from a store with ``unfinished_page``:
+    ``(jobs, next)``, ``next`` the key to read on from, None after the last page.
+    A job cut by the page's end goes on in the next (its returns are read for
+    each part; the record's phase dedupes them)."""
+    jobs = store.unfinished_page(after, limit)
+    count = sum(len(records) for _, records in jobs)
+    last = (jobs[-1][0], jobs[-1][1][-1].device_id) if jobs else None
+    return [(jid, records, _returns_of(jid, records, recover)) for jid, records in jobs], \
+        (last if count >= limit else None)
+
+
 def read_keys(store, recover, keys):
     """``[(key, record or None, returns)]`` for each ``(jid, device_id)``, with
     the job cache's returns when the record is not executed yet. Reads only."""

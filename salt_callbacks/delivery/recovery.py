@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 
-from salt_callbacks.delivery.lookups import read_open_jobs
+from salt_callbacks.delivery.lookups import read_open_jobs, read_open_page
 from salt_callbacks.model.records import Phase
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,22 @@ class Recovery:
 
     async def read_open(self):
         """Read every open record in a thread, then adopt them on the loop in
-        slices. Returns how many were newly tracked."""
+        slices. Returns how many were newly tracked. A store that reads its
+        unfinished records in pages (``unfinished_page``: the embedded one) is
+        read a page at a time, adopted as it comes, so a start over 100k
+        records never holds all of them decoded at once (the engine keeps
+        only the keys of those still waiting: ``CallbackEngine.asleep``)."""
+        loop = asyncio.get_running_loop()
         with self.reads.reading():  # the guard stays up until the last slice
-            snapshot = await asyncio.get_running_loop().run_in_executor(None, read_open_jobs, self.store,
-                                                                        self.recover)
-            return await self.adopt(snapshot)
+            if not hasattr(self.store, "unfinished_page"):
+                snapshot = await loop.run_in_executor(None, read_open_jobs, self.store, self.recover)
+                return await self.adopt(snapshot)
+            count, after = 0, None
+            while True:
+                page, after = await loop.run_in_executor(None, read_open_page, self.store, self.recover, after)
+                count += await self.adopt(page)
+                if after is None:
+                    return count
 
     async def adopt(self, snapshot):
         """Track every record of a ``read_open_jobs`` snapshot and deliver the
@@ -51,10 +62,11 @@ class Recovery:
                 slice_ends = time.monotonic() + ADOPT_SLICE
             for record in records:
                 if record.key not in finished:  # else the copy read is older than the engine's
-                    count += engine.track(record)
+                    # A record still waiting, with no return found for it, sleeps in the store.
+                    count += engine.track(record, hold=record.device_id in returns)
             for device_id, data in returns.items():
                 record = engine.live.get((jid, device_id))
-                if record is not None and record.phase != Phase.EXECUTED:
+                if (record is not None and record.phase != Phase.EXECUTED) or (jid, device_id) in engine.asleep:
                     log.info("callbacks: return of job %s from %s found in the job cache", jid, device_id)
                     engine.accept_return(jid, device_id, data)
         return count

@@ -19,6 +19,9 @@ class Scheduler:
     def add_deadline(self, record):
         heapq.heappush(self._deadlines, (record.deadline, record.jid, record.device_id))
 
+    def add_deadline_at(self, when, jid, device_id):
+        heapq.heappush(self._deadlines, (when, jid, device_id))
+
     def add_attempt(self, record, state, when):
         heapq.heappush(self._attempts, (when, next(self._seq), record.jid, record.device_id, state))
 

@@ -87,6 +87,7 @@ class EngineMetrics:
         self.store_write = Buckets(STORE_BUCKETS)
         self.bus_gaps = 0
         self._live = {}
+        self._asleep = ()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
@@ -111,9 +112,11 @@ class EngineMetrics:
     def bus_gap(self):
         self.bus_gaps += 1
 
-    def watch(self, live):
-        """Count the gauges from ``live`` (``{key: Record}``, what this master holds) at each scrape."""
+    def watch(self, live, asleep=()):
+        """Count the gauges from ``live`` (``{key: Record}``, what this master holds) at each scrape;
+        ``asleep``: keys of the waiting records it tracks without holding them (engine.asleep)."""
         self._live = live
+        self._asleep = asleep
 
 
 class _Collector:
@@ -141,7 +144,7 @@ class _Collector:
         records = list(m._live.values())  # pylint: disable=protected-access
         pending = GaugeMetricFamily(f"{PREFIX}_pending", "Callback records this master holds that wait for "
                                     "a return.", labels=["master"])
-        pending.add_metric([master], _count_waiting(records))
+        pending.add_metric([master], _count_waiting(records) + len(m._asleep))  # pylint: disable=protected-access
         retry = GaugeMetricFamily(f"{PREFIX}_retry_queue", "Payloads this master holds that wait for a retry.",
                                   labels=["master"])
         retry.add_metric([master], _count_retrying(records))

@@ -304,6 +304,24 @@ class EmbeddedStore:
             jobs[-1][1].append(self._decode(data, f"{device}/{jid}"))
         return jobs
 
+    def unfinished_page(self, after=None, limit=2000):
+        """Up to ``limit`` unfinished records after the key ``after`` (``(jid, device_id)``,
+        None: from the first), in key order, as ``[(jid, [records])]``: a start
+        reads them page by page, so it never holds every record decoded at once."""
+        sql = "SELECT jid, device_id, data FROM records WHERE finished = 0"
+        params = []
+        if after is not None:
+            sql += " AND (jid, device_id) > (?, ?)"
+            params.extend(after)
+        sql += " ORDER BY jid, device_id LIMIT ?"
+        params.append(int(limit))
+        jobs = []
+        for jid, device, data in self._read("read unfinished records", sql, params):
+            if not jobs or jobs[-1][0] != jid:
+                jobs.append((jid, []))
+            jobs[-1][1].append(self._decode(data, f"{device}/{jid}"))
+        return jobs
+
     def count_unfinished(self, user=None):
         """Records not finished yet (of ``user``, or everyone's)."""
         # open_counts is kept by triggers on every write of records (database.py).
