@@ -390,11 +390,11 @@ class CallbackEngine:
 
     def _fire_deadlines(self, now):
         due = self.scheduler.due_deadlines(now, DEADLINES_PER_TICK)
-        slice_ends = time.monotonic() + WAKE_SLICE
+        slice_ends, woken = time.monotonic() + WAKE_SLICE, 0
         for index, key in enumerate(due):
             record = self.live.get(key)
             if record is None and key in self.asleep:
-                if time.monotonic() >= slice_ends:
+                if woken and time.monotonic() >= slice_ends:
                     self._requeue_deadlines(due[index:], now)  # the next tick reads them
                     return
                 try:
@@ -402,6 +402,7 @@ class CallbackEngine:
                 except StoreError:
                     self._requeue_deadlines(due[index:], now)
                     raise  # logged by on_tick; tried again next tick
+                woken += 1
             if record is not None and record.phase == Phase.WAITING:
                 self._time_out(record, now)
 

@@ -4,7 +4,7 @@ and a return, the deadline or the retention sweep reads them back."""
 
 import pytest
 
-from salt_callbacks.delivery import lookups
+from salt_callbacks.delivery import engine as engine_module, lookups
 from salt_callbacks.store import EmbeddedStore
 
 from tests.support.fakes import OK, T0, make_record, new_rig, settle, states
@@ -37,7 +37,11 @@ async def test_waiting_records_sleep_and_a_return_or_the_deadline_reads_them_bac
     rig.ret(answered, OK)
     await settle(rig.engine)
     assert states(rig) == ["COMMAND_EXECUTED"] and answered.key not in rig.engine.asleep
+    monkeypatch.setattr(engine_module, "WAKE_SLICE", 0.0)  # one record read back per tick at least
     await rig.tick(T0 + 60)
+    assert sorted(states(rig)) == ["COMMAND_EXECUTED", "TIMEOUT"]
+    for _ in range(2):  # the others on the next ticks
+        await rig.tick(T0 + 60)
     assert sorted(states(rig)) == ["COMMAND_EXECUTED", "TIMEOUT", "TIMEOUT", "TIMEOUT"]
     assert rig.engine.asleep == set()
     assert store.get("dev1", late.jid).phase == "timed_out"
