@@ -6,17 +6,20 @@ import tempfile
 import uuid
 
 import pytest
+import salt.version
 
 from tests.integration.helpers import start_master, wait_for_engine
 from tests.support.receivers import Receiver
 
 @pytest.fixture(scope="session")
 def salt_factories_default_root_dir():
-    """A root of this checkout's own: salt-factories writes its daemon launch
-    scripts (naming the venv to run) to ``<root>/scripts``, so checkouts
-    sharing /tmp would start each other's Salt."""
+    """A root of this checkout's and this Salt release's own: salt-factories
+    writes its daemon launch scripts (naming the venv to run) to
+    ``<root>/scripts`` once and reuses them, so checkouts sharing /tmp would
+    start each other's Salt, and ``make matrix`` (the releases one after the
+    other in one checkout) ran every release's daemons on the first one's."""
     checkout = pathlib.Path(__file__).resolve().parents[2].name
-    root = pathlib.Path(tempfile.gettempdir()).resolve() / f"sf-{checkout}"[:40]
+    root = pathlib.Path(tempfile.gettempdir()).resolve() / f"sf-{checkout[:24]}-{salt.version.__version__}"
     root.mkdir(exist_ok=True)
     return root
 
