@@ -23,6 +23,7 @@ go out again with the same ``webhook-id`` (at-least-once, as documented).
 """
 
 import asyncio
+import collections
 import logging
 import random
 import time
@@ -59,6 +60,11 @@ SHUTDOWN_GRACE = 5.0
 DEADLINES_PER_TICK = 2000
 #: Longest stretch (seconds) a tick spends reading asleep records back from the store.
 WAKE_SLICE = 0.005
+#: Seconds a record held for a job published while the engine runs may wait for
+#: its return before it goes to sleep in the store (most devices answer in seconds).
+DOZE_AFTER = 30.0
+#: Held records put to sleep per tick at most.
+DOZE_PER_TICK = 2000
 
 
 class CallbackEngine:
@@ -92,6 +98,7 @@ class CallbackEngine:
         # (``_wake``). Only with a store that reads one record in microseconds, on this
         # master alone (see ``_may_sleep``): 100k pending cost ~250 bytes each, not ~1 KB.
         self.asleep = set()
+        self._young = collections.deque()  # (time held, key) of waiting records held, oldest first
         self.scheduler = Scheduler()
         self.dispatcher = Dispatcher(config, transport, keys_for, clock)
         self.bodies = Bodies(store, self.dispatcher.running, recover, config.max_body_bytes)
@@ -185,6 +192,8 @@ class CallbackEngine:
         self.live[record.key] = record
         if record.phase == Phase.WAITING:
             self.scheduler.add_deadline(record)
+            if self._may_sleep():
+                self._young.append((self.clock(), key))  # asleep after DOZE_AFTER without a return
         for delivery in record.pending_deliveries():
             self._queue(record, delivery)
         return 1
@@ -377,7 +386,7 @@ class CallbackEngine:
     def on_tick(self, now):
         """Fire what has fallen due by ``now``. Each step survives its own errors."""
         steps = (self.coordinator.on_tick, self._replay_held_if_due, self.lookups.retry_if_due,
-                 self._fire_deadlines, self._queue_unheld, self._start_due, self.sweeper.sweep_if_due)
+                 self._fire_deadlines, self._queue_unheld, self._start_due, self.sweeper.sweep_if_due, self._doze)
         for step in steps:
             try:
                 step(now)
@@ -405,6 +414,19 @@ class CallbackEngine:
                 woken += 1
             if record is not None and record.phase == Phase.WAITING:
                 self._time_out(record, now)
+
+    def _doze(self, now):
+        """Records held longest without a return go to sleep in the store: only
+        ones still waiting whose state in memory is the stored one (nothing to write)."""
+        young, cutoff = self._young, now - DOZE_AFTER
+        for _ in range(DOZE_PER_TICK):
+            if not young or young[0][0] > cutoff:
+                return
+            _, key = young.popleft()
+            record = self.live.get(key)
+            if record is not None and record.phase == Phase.WAITING and not self.writer.holds(key):
+                del self.live[key]
+                self.asleep.add(key)
 
     def _requeue_deadlines(self, keys, now):
         for jid, device_id in keys:

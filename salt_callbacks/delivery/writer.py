@@ -125,6 +125,10 @@ class RecordWriter:
         self._waiters.pop(key, None)
         self._forgotten.add(key)
 
+    def holds(self, key):
+        """Is a write of this record pending, or a follow-up waiting on one?"""
+        return key in self._dirty or key in self._lazy or key in self._waiters
+
     def pending(self):
         return len(self._dirty) + len(self._lazy)
 

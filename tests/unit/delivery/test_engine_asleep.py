@@ -62,3 +62,19 @@ async def test_an_asleep_record_that_expires_is_forgotten(store):
     assert rig.engine.asleep == set() and store.get("dev1", record.jid) is None
     await rig.tick(T0 + 60)
     assert states(rig) == []
+
+
+async def test_a_record_held_for_a_new_job_sleeps_once_it_waited_long(store):
+    rig = await started(store)
+    record = make_record(1, created=T0, timeout=600)
+    rig.add(record)
+    rig.publish(record)
+    await settle(rig.engine)
+    assert record.key in rig.engine.live
+    await rig.tick(T0 + engine_module.DOZE_AFTER - 1)
+    assert record.key in rig.engine.live
+    await rig.tick(T0 + engine_module.DOZE_AFTER + 1)
+    assert record.key not in rig.engine.live and rig.engine.asleep == {record.key}
+    rig.ret(record, OK)
+    await settle(rig.engine)
+    assert states(rig) == ["COMMAND_EXECUTED"] and store.get("dev1", record.jid).phase == "executed"
