@@ -398,18 +398,23 @@ class CallbackEngine:
             self.held_events.replay(now, lambda label, action: self._guarded(label, action, replaying=True))
 
     def _fire_deadlines(self, now):
-        due = self.scheduler.due_deadlines(now, DEADLINES_PER_TICK)
+        # One at a time off the heap: when asleep records' reads use up the slice, the
+        # rest stay queued (popping a tick's worth and pushing most back cost more
+        # than the reads under load: 14 % of the loop in the TIMEOUT window's profile).
         slice_ends, woken = time.monotonic() + WAKE_SLICE, 0
-        for index, key in enumerate(due):
+        for _ in range(DEADLINES_PER_TICK):
+            key = self.scheduler.pop_deadline(now)
+            if key is None:
+                return
             record = self.live.get(key)
             if record is None and key in self.asleep:
                 if woken and time.monotonic() >= slice_ends:
-                    self._requeue_deadlines(due[index:], now)  # the next tick reads them
+                    self.scheduler.add_deadline_at(now, *key)  # the next tick reads it
                     return
                 try:
                     record = self._wake(key)
                 except StoreError:
-                    self._requeue_deadlines(due[index:], now)
+                    self.scheduler.add_deadline_at(now, *key)
                     raise  # logged by on_tick; tried again next tick
                 woken += 1
             if record is not None and record.phase == Phase.WAITING:
@@ -427,10 +432,6 @@ class CallbackEngine:
             if record is not None and record.phase == Phase.WAITING and not self.writer.holds(key):
                 del self.live[key]
                 self.asleep.add(key)
-
-    def _requeue_deadlines(self, keys, now):
-        for jid, device_id in keys:
-            self.scheduler.add_deadline_at(now, jid, device_id)
 
     def _time_out(self, record, now):
         delivery = record.on_deadline(now)

@@ -34,6 +34,14 @@ class Scheduler:
             due.append((jid, device_id))
         return due
 
+    def pop_deadline(self, now):
+        """Pop the earliest key whose deadline is at or before ``now``, or None."""
+        heap = self._deadlines
+        if heap and heap[0][0] <= now:
+            _, jid, device_id = heapq.heappop(heap)
+            return (jid, device_id)
+        return None
+
     def due_attempts(self, now):
         """Pop every ``((jid, device_id), state)`` whose attempt is due by ``now``."""
         due = []
