@@ -44,6 +44,7 @@ class MetadataRegistrar:
         self.publish_events = publish_events
         self._reading = {}  # jid -> its job-cache read, under way
         self._held = {}  # jid -> [(device_id, data)] that came during the read
+        self._hinted = set()  # jids a publish event named while their unannounced read ran
         self._held_count = 0
 
     def on_publish(self, jid, data):
@@ -51,7 +52,10 @@ class MetadataRegistrar:
         metadata = data.get("metadata")
         if not isinstance(metadata, dict) or "callback_url" not in metadata:
             return
-        if self._register is None or self._published_job is None or jid in self._reading:
+        if self._register is None or self._published_job is None:
+            return
+        if jid in self._reading:
+            self._hinted.add(jid)  # a read is under way: its outcome is this event's, and logged as such
             return
         if self._engine.store.job(jid) is not None:
             return  # the runner registered it already
@@ -100,6 +104,9 @@ class MetadataRegistrar:
             job = None
         finally:
             self._reading.pop(jid, None)
+        if jid in self._hinted:
+            self._hinted.discard(jid)
+            pauses = None if job is None or not job[0].get("metadata") else pauses  # log as for the event
         records = None
         if job is None:
             if pauses is None:

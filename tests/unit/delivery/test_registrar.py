@@ -1,6 +1,7 @@
 """Jobs with callback metadata are registered from what the master recorded,
 never from the publish event's fields (issue 14.2)."""
 
+import asyncio
 import json
 
 import pytest
@@ -190,3 +191,17 @@ async def test_without_publish_events_a_return_stored_before_the_records_existed
     await rig.tick(rig.clock.now)
     (call,) = rig.transport.calls
     assert json.loads(call["body"])["state"] == "COMMAND_EXECUTED"
+
+
+async def test_without_publish_events_a_publish_event_during_the_lookup_is_still_logged_as_ignored(monkeypatch, caplog):
+    from salt_callbacks.delivery import registrar  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(registrar, "UNANNOUNCED_PAUSES", (0.01,))
+    rig, _ = unannounced_rig({})
+    await rig.engine.startup()
+    new_event(rig, jid(13))  # a minion's forged new, then its forged publish, for a job the master never had
+    await asyncio.sleep(0)
+    publish_event(rig, jid(13))
+    await settle(rig.engine)
+    assert rig.store.job(jid(13)) is None
+    assert f"ignoring a publish event for job {jid(13)}" in caplog.text
