@@ -92,18 +92,21 @@ class MetadataRegistrar:
         """``pauses``: None for a ``publish`` event's hint; else the unannounced
         lookup's pauses before each further read while there is no load yet."""
         loop = asyncio.get_running_loop()
+        job, failure = None, None
         try:
-            job = await loop.run_in_executor(None, self._published_job, jid)
-            for pause in pauses or ():
+            for pause in (0.0, *(pauses or ())):
+                if pause:
+                    await asyncio.sleep(pause)
+                try:
+                    job, failure = await loop.run_in_executor(None, self._published_job, jid), None
+                except Exception as exc:  # boundary: a job cache failure must not end the engine
+                    failure = exc  # 3006 may be writing the job (its load, then .minions.p): read again
                 if job is not None:
                     break
-                await asyncio.sleep(pause)
-                job = await loop.run_in_executor(None, self._published_job, jid)
-        except Exception:  # boundary: a job cache failure must not end the engine
-            log.error("callbacks: could not read job %s from the master job cache", jid, exc_info=True)
-            job = None
         finally:
             self._reading.pop(jid, None)
+        if failure is not None:
+            log.error("callbacks: could not read job %s from the master job cache", jid, exc_info=failure)
         if jid in self._hinted:
             self._hinted.discard(jid)
             pauses = None if job is None or not job[0].get("metadata") else pauses  # log as for the event

@@ -205,3 +205,23 @@ async def test_without_publish_events_a_publish_event_during_the_lookup_is_still
     await settle(rig.engine)
     assert rig.store.job(jid(13)) is None
     assert f"ignoring a publish event for job {jid(13)}" in caplog.text
+
+
+async def test_without_publish_events_a_job_cache_read_that_fails_mid_write_is_read_again(monkeypatch):
+    from salt_callbacks.delivery import registrar  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(registrar, "UNANNOUNCED_PAUSES", (0.01, 0.01))
+    rig, reads = unannounced_rig({jid(14): (metadata_load(jid(14)), ["dev1"], "2023-11-14T22:13:20+00:00")})
+    real = rig.engine.registrar._published_job  # pylint: disable=protected-access
+
+    def mid_write_first(job_id):
+        if len(reads) == 0:
+            reads.append(job_id)
+            raise FileNotFoundError("the job's .minions.p (3006 writes it after the load)")
+        return real(job_id)
+
+    rig.engine.registrar._published_job = mid_write_first  # pylint: disable=protected-access
+    await rig.engine.startup()
+    new_event(rig, jid(14))
+    await settle(rig.engine)
+    assert [r.device_id for r in rig.store.records_of_job(jid(14))] == ["dev1"]
