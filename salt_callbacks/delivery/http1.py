@@ -243,7 +243,8 @@ async def exchange(conn, request, limit):
         break
     keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
     if status in _NO_BODY or 100 <= status < 200:
-        return Response(status, headers, b""), keep and not buffer
+        # After a 101 the connection speaks another protocol: never reused.
+        return Response(status, headers, b""), keep and not buffer and status != 101
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body, whole = await _read_chunked(conn, limit)
         return Response(status, headers, body), keep and whole and not buffer

@@ -122,6 +122,15 @@ def test_an_interim_100_continue_is_skipped():
     assert (results[0].status, results[0].excerpt) == (200, "ok")
 
 
+def test_a_101_switching_protocols_answer_is_never_reused():
+    switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+    results, stats = posts([switching, OK], 2)
+
+    assert [r.status for r in results] == [101, 200]
+    assert stats["connections"] == 2  # the next delivery does not speak HTTP into the switched connection
+
+
 def test_an_answer_without_length_runs_to_the_close():
     results, stats = posts([("close", b"HTTP/1.1 500 Oops\r\n\r\nbroken"), OK], 2)
 
