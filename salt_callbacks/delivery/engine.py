@@ -7,32 +7,36 @@ and run ``on_tick(now)``; the writer flushes beside it), then ``shutdown()``
 (stop taking events, let attempts finish up to a grace, cancel the rest:
 they stay pending in the store). Bus events reach ``on_event(tag, data)``.
 
-The engine holds the records it works on (``live``) and the event handlers;
-each other job is a part: ``Scheduler`` (deadline and attempt heaps),
-``Dispatcher`` (slots, per-host limits, one signed POST), ``JobLookups`` (job
-reads in slices), ``Recovery`` (open records read back at a start or catch-up), ``RecordWriter`` (coalesced write-behind), ``RetentionSweeper``,
-``HeldEvents`` (events waiting for the store) and the coordinator it is given
-(``ha/``).
+The engine has the event handlers; each other job is a part: ``Holding``
+(the records it works on, in memory or asleep in the store), ``Scheduler``
+(deadline and attempt heaps), ``Attempts`` (an attempt's gates, and what its
+outcome writes first), ``Dispatcher`` (slots, per-host limits, one signed
+POST), ``JobLookups`` (job reads in slices), ``Recovery`` (open records read
+back at a start or a catch-up), ``RecordWriter`` (coalesced write-behind),
+``RetentionSweeper``, ``HeldEvents`` (events waiting for the store) and the
+coordinator it is given (``ha/``).
 
 Durability: the engine acts only on state durable somewhere. A return is in
 Salt's master job cache, so its payload goes out at once; a TIMEOUT goes out
-once the record carrying it is written (a prompt flush, not the interval); a retry is queued, a redelivery started and an
-outcome announced only once the record carrying it is written. A crash can
+once the record carrying it is written (a prompt flush, not the interval);
+a retry is queued, a redelivery started and an outcome announced only once
+the record carrying it is written. A crash can
 cost the record of attempts made in the last flush interval: their payloads
 go out again with the same ``webhook-id`` (at-least-once, as documented).
 """
 
 import asyncio
-import collections
 import logging
 import random
 import time
 
 from salt_callbacks import events
-from salt_callbacks.delivery.bodies import RELOAD_DELAY, Bodies
-from salt_callbacks.delivery import outcomes, owed
+from salt_callbacks.delivery import owed
+from salt_callbacks.delivery.attempts import Attempts
+from salt_callbacks.delivery.bodies import Bodies
 from salt_callbacks.delivery.breaker import Breakers
 from salt_callbacks.delivery.dispatcher import Dispatcher
+from salt_callbacks.delivery.holding import Holding
 from salt_callbacks.delivery.lookups import JobLookups, KnownJobs, ReadGuard
 from salt_callbacks.delivery.recovery import Recovery
 from salt_callbacks.delivery.outage import HeldEvents, Outage
@@ -44,7 +48,7 @@ from salt_callbacks.exceptions import CallbackError, ClaimError, StoreError
 from salt_callbacks.ha.coordinator import LocalCoordinator
 from salt_callbacks.metrics.null import NULL_METRICS
 from salt_callbacks.model.records import Phase, Status, redelivery_requester
-from salt_callbacks.model.retry import Outcome, RetrySchedule
+from salt_callbacks.model.retry import RetrySchedule
 from salt_callbacks.webhook.payload import TRIMMED, was_trimmed
 
 log = logging.getLogger(__name__)
@@ -60,11 +64,6 @@ SHUTDOWN_GRACE = 5.0
 DEADLINES_PER_TICK = 2000
 #: Longest stretch (seconds) a tick spends reading asleep records back from the store.
 WAKE_SLICE = 0.005
-#: Seconds a record held for a job published while the engine runs may wait for
-#: its return before it goes to sleep in the store (most devices answer in seconds).
-DOZE_AFTER = 30.0
-#: Held records put to sleep per tick at most.
-DOZE_PER_TICK = 2000
 
 
 class CallbackEngine:
@@ -91,14 +90,9 @@ class CallbackEngine:
         self.recover = recover
         self.registrar = MetadataRegistrar(self, register_metadata, published_job, publish_events)
         self.schedule = RetrySchedule.from_config(config)
-        self.live = {}  # (jid, device_id) -> Record still waiting or delivering
-        # Keys of records waiting for a return that are not held in memory ("asleep"):
-        # the store has them as they are (nothing changed since they were written), their
-        # deadline is in the scheduler, and a return or the deadline reads them back
-        # (``_wake``). Only with a store that reads one record in microseconds, on this
-        # master alone (see ``_may_sleep``): 100k pending cost ~250 bytes each, not ~1 KB.
-        self.asleep = set()
-        self._young = collections.deque()  # (time held, key) of waiting records held, oldest first
+        self.holding = Holding(clock, self._may_sleep)
+        self.live = self.holding.live  # (jid, device_id) -> Record still waiting or delivering
+        self.asleep = self.holding.asleep  # keys of waiting records left in the store (holding.py)
         self.scheduler = Scheduler()
         self.dispatcher = Dispatcher(config, transport, keys_for, clock)
         self.bodies = Bodies(store, self.dispatcher.running, recover, config.max_body_bytes)
@@ -113,8 +107,9 @@ class CallbackEngine:
         self.coordinator.attach(self)
         self._reads = ReadGuard()
         self.recovery = Recovery(self, store, recover, self._reads)
+        self.attempts = Attempts(self, self._reads)
         self.jobs = KnownJobs()
-        self._stopping = False
+        self.stopping = False
 
     # -- lifecycle --------------------------------------------------------
 
@@ -143,7 +138,7 @@ class CallbackEngine:
         return TICK if upcoming is None else min(TICK, max(0.001, upcoming - now))
 
     async def shutdown(self, grace=SHUTDOWN_GRACE):
-        self._stopping = True
+        self.stopping = True
         self.lookups.stopping = True
         await self.dispatcher.drain(grace)
         if not await self.writer.drain():
@@ -182,37 +177,29 @@ class CallbackEngine:
         """Start tracking ``record``: its deadline and pending deliveries. 1 if new.
         ``hold=False``: a record still waiting for its return is left asleep in
         the store (its key and deadline kept), read back when it is needed."""
-        key = record.key
-        if record.finished or key in self.live or key in self.asleep or not self.coordinator.claim(record):
+        if record.finished or record.key in self.holding or not self.coordinator.claim(record):
             return 0
-        if not hold and record.phase == Phase.WAITING and self._may_sleep():
-            self.asleep.add(key)
-            self.scheduler.add_deadline(record)
-            return 1
-        self.live[record.key] = record
         if record.phase == Phase.WAITING:
             self.scheduler.add_deadline(record)
-            if self._may_sleep():
-                self._young.append((self.clock(), key))  # asleep after DOZE_AFTER without a return
+        if not hold and self.holding.leave_asleep(record):
+            return 1
+        self.holding.hold(record)
         for delivery in record.pending_deliveries():
-            self._queue(record, delivery)
+            self.attempts.queue(record, delivery)
         return 1
 
     def drop(self, key):
-        self.live.pop(key, None)
-        self.asleep.discard(key)
+        self.holding.drop(key)
 
     def held_count(self):
         """Records this engine tracks: held in memory, and asleep in the store."""
-        return len(self.live) + len(self.asleep)
+        return len(self.holding)
 
     def _wake(self, key):
         """The asleep record of ``key``, read back from the store and held
         again (None when the store no longer has it). ``StoreError`` propagates:
         the key stays asleep, and the caller holds or retries what it was doing."""
-        jid, device_id = key
-        record = self.store.get(device_id, jid)
-        self.asleep.discard(key)
+        record = self.holding.wake(key, lambda key: self.store.get(key[1], key[0]))
         if record is None:
             return None
         self.track(record)  # held now, its deadline queued again (the old entry finds it moved on)
@@ -222,7 +209,7 @@ class CallbackEngine:
         record = self.live.get(key)
         delivery = record.delivery(state) if record else None
         if delivery is not None and delivery.status == Status.PENDING:
-            self._queue(record, delivery)
+            self.attempts.queue(record, delivery)
 
     def on_handover(self, message):
         """A return or a redelivery request another master handed over (``claims.pack_message``)."""
@@ -248,7 +235,7 @@ class CallbackEngine:
 
     def on_event(self, tag, data):
         """Handle one master bus event. Never raises: a bad event is logged and skipped."""
-        if self._stopping:
+        if self.stopping:
             return
         parsed = events.parse(tag)
         if parsed is not None:
@@ -311,11 +298,7 @@ class CallbackEngine:
         targeted other minions than it had resolved): follow the store."""
         self.jobs.has_records(jid)
         entry = self.store.job(jid)
-        devices = set(entry.get("devices", [])) if entry else set()
-        for key in [key for key in self.live if key[0] == jid and key[1] not in devices]:
-            if self.live[key].phase == Phase.WAITING:
-                del self.live[key]
-        self.asleep -= {key for key in self.asleep if key[0] == jid and key[1] not in devices}
+        self.holding.keep_job_devices(jid, set(entry.get("devices", [])) if entry else set())
         self.on_job_published(jid)
 
     def on_redeliver(self, jid, device_id, request=None):
@@ -332,7 +315,7 @@ class CallbackEngine:
         self.live[record.key] = record
         log.info("callbacks: redelivering %s of job %s on %s", delivery.state, jid, device_id)
         # The runner answered "queued": start once that is in the store.
-        self.writer.mark(record, then=lambda: self._start(record, delivery))
+        self.writer.mark(record, then=lambda: self.attempts.start(record, delivery))
 
     def accept_return(self, jid, device_id, data, looked_up=False):
         """``data``: a return, or an ``owed.ReturnSeen`` saying when it reached the master."""
@@ -340,7 +323,7 @@ class CallbackEngine:
         ret = owed.seen(data, now)
         data = ret.data
         record = self.live.get((jid, device_id))
-        if record is None and (jid, device_id) in self.asleep:
+        if record is None and self.holding.is_asleep((jid, device_id)):
             record = self._wake((jid, device_id))
             if record is None:
                 return  # gone from the store meanwhile (expired, or removed by the runner)
@@ -379,14 +362,14 @@ class CallbackEngine:
         # for the attempt's outcome and go to the store with it, as one write.
         self.writer.mark(record, lazy=True)
         log.info("callbacks: %s returned for job %s; sending COMMAND_EXECUTED", device_id, jid)
-        self._start(record, delivery)  # the return is durable in Salt's job cache already
+        self.attempts.start(record, delivery)  # the return is durable in Salt's job cache already
 
     # -- ticks ------------------------------------------------------------
 
     def on_tick(self, now):
         """Fire what has fallen due by ``now``. Each step survives its own errors."""
         steps = (self.coordinator.on_tick, self._replay_held_if_due, self.lookups.retry_if_due,
-                 self._fire_deadlines, self._queue_unheld, self._start_due, self.sweeper.sweep_if_due, self._doze)
+                 self._fire_deadlines, self.attempts.queue_unheld, self.attempts.start_due, self.sweeper.sweep_if_due, self._doze)
         for step in steps:
             try:
                 step(now)
@@ -407,7 +390,7 @@ class CallbackEngine:
             if key is None:
                 return
             record = self.live.get(key)
-            if record is None and key in self.asleep:
+            if record is None and self.holding.is_asleep(key):
                 if woken and time.monotonic() >= slice_ends:
                     self.scheduler.add_deadline_at(now, *key)  # the next tick reads it
                     return
@@ -421,17 +404,7 @@ class CallbackEngine:
                 self._time_out(record, now)
 
     def _doze(self, now):
-        """Records held longest without a return go to sleep in the store: only
-        ones still waiting whose state in memory is the stored one (nothing to write)."""
-        young, cutoff = self._young, now - DOZE_AFTER
-        for _ in range(DOZE_PER_TICK):
-            if not young or young[0][0] > cutoff:
-                return
-            _, key = young.popleft()
-            record = self.live.get(key)
-            if record is not None and record.phase == Phase.WAITING and not self.writer.holds(key):
-                del self.live[key]
-                self.asleep.add(key)
+        self.holding.doze(now, self.writer.holds)  # waiting records held longest go to sleep in the store
 
     def _time_out(self, record, now):
         delivery = record.on_deadline(now)
@@ -446,80 +419,10 @@ class CallbackEngine:
             # State before action: the TIMEOUT is in the store before it goes out (a
             # prompt flush: one transaction for the TIMEOUTs of a tick, a few ms).
             if self.live.get(record.key) is record:
-                self._start(record, delivery)
+                self.attempts.start(record, delivery)
             self.notify(*announce)
 
         self.writer.mark(record, then=send, soon=True)
-
-    def _queue_unheld(self, now):
-        for record, state, when in self.breakers.due(now, self.live):  # probes, and attempts a breaker let go
-            self.scheduler.add_attempt(record, state, when)
-
-    def _start_due(self, now):
-        for key, state in self.scheduler.due_attempts(now):
-            record = self.live.get(key)
-            delivery = record.delivery(state) if record else None
-            if delivery is None or delivery.status != Status.PENDING:
-                continue
-            if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
-                continue  # superseded by a later schedule entry
-            self._start(record, delivery)
-
-    # -- deliveries -------------------------------------------------------
-
-    def _queue(self, record, delivery):
-        when = self.clock() if delivery.next_attempt_at is None else delivery.next_attempt_at
-        self.scheduler.add_attempt(record, delivery.state, when)
-
-    def _start(self, record, delivery):
-        if self._stopping or self.dispatcher.running(delivery.delivery_id):
-            return
-        if not self.coordinator.may_deliver(record, delivery):  # parked while this master's claims are unconfirmed
-            return
-        if owed.waits_for_timeout(record, delivery):
-            return  # the TIMEOUT's first attempt goes first and starts this one (_on_attempt_done)
-        if not self.breakers.admit(record, delivery, self.clock()):
-            return  # its receiver's breaker is open: held, not counted as an attempt (breaker.py)
-        if not self.bodies.load(record, delivery):  # its body is in the store: read it back first
-            self.scheduler.add_attempt(record, delivery.state, self.clock() + RELOAD_DELAY)
-            return
-        self.dispatcher.start(record, delivery, self._on_attempt_done)
-
-    def _on_attempt_done(self, record, delivery, started, result, key_fingerprint):
-        self.breakers.observe(record, delivery, result, self.clock())
-        if self.live.get(record.key) is not record:
-            return  # swept while the attempt ran: the record is gone, write nothing back
-        redelivery = delivery.single_attempt
-        outcome = record.record_attempt(delivery, started, result, self.schedule, self.rng, key_fingerprint)
-        self.metrics.attempt_done(record, delivery, started, result, outcome, redelivery)
-        waited = owed.released_by(record, delivery)
-        if waited is not None:
-            self._start(record, waited)
-        if outcome == Outcome.RETRY:
-            outcomes.log_retry(record, delivery, started)
-            # A retry is relied on only once its schedule is in the store.
-            self.writer.mark(record, then=lambda: self._queue_retry(record, delivery))
-            return
-        tag, announcement = outcomes.final(record, delivery, result, outcome)
-
-        def announce():
-            # A Reactor that reads the record on this event finds the outcome in it.
-            self.notify(tag, announcement)
-            self._forget_if_finished(record)
-
-        self.writer.mark(record, then=announce)
-
-    def _queue_retry(self, record, delivery):
-        self._queue(record, delivery)
-        self._start_due(self.clock())  # one due at once need not wait for the next tick
-
-    def _forget_if_finished(self, record):
-        # Only once written: until then a duplicate return or a redelivery
-        # must find this copy, not the older one in the store.
-        if record.finished and self.live.get(record.key) is record:
-            del self.live[record.key]
-            self.coordinator.release(record)  # only now is its final state written
-            self._reads.finished(record.key)
 
     # -- retention --------------------------------------------------------
 
@@ -531,8 +434,7 @@ class CallbackEngine:
         for jid, devices in expired:
             for device_id in devices:
                 self.writer.forget((jid, device_id))
-                self.asleep.discard((jid, device_id))
-                record = self.live.pop((jid, device_id), None)
+                record = self.holding.drop((jid, device_id))
                 if record is None:
                     continue
                 self.coordinator.release(record)

@@ -4,7 +4,7 @@ and a return, the deadline or the retention sweep reads them back."""
 
 import pytest
 
-from salt_callbacks.delivery import engine as engine_module, lookups
+from salt_callbacks.delivery import engine as engine_module, holding, lookups
 from salt_callbacks.store import EmbeddedStore
 
 from tests.support.fakes import OK, T0, make_record, new_rig, settle, states
@@ -71,9 +71,9 @@ async def test_a_record_held_for_a_new_job_sleeps_once_it_waited_long(store):
     rig.publish(record)
     await settle(rig.engine)
     assert record.key in rig.engine.live
-    await rig.tick(T0 + engine_module.DOZE_AFTER - 1)
+    await rig.tick(T0 + holding.DOZE_AFTER - 1)
     assert record.key in rig.engine.live
-    await rig.tick(T0 + engine_module.DOZE_AFTER + 1)
+    await rig.tick(T0 + holding.DOZE_AFTER + 1)
     assert record.key not in rig.engine.live and rig.engine.asleep == {record.key}
     rig.ret(record, OK)
     await settle(rig.engine)
