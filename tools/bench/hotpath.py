@@ -69,6 +69,11 @@ async def _run(args, receiver, opts):
                                   and delivered.append(time.time()), opts=opts)
     jobs = _jobs(args.n)
     url = receiver.url()
+    # The records are written once the engine runs, as the runner writes them:
+    # the engine learns of each job from its ``new`` event (written before it
+    # started, they would be left asleep and read back one by one).
+    should_exit = asyncio.Event()
+    await engine.startup()
     now = time.time()
     for jid, dev in jobs:
         store.add_job(jid, [Record(jid=jid, device_id=dev, url=url, created=now, timeout=600,
@@ -78,8 +83,6 @@ async def _run(args, receiver, opts):
     unpack = salt.utils.event.SaltEvent.unpack
     raw = [(pack(f"salt/job/{jid}/new", new_data(jid, dev)), pack(f"salt/job/{jid}/ret/{dev}", ret_load(jid, dev)))
            for jid, dev in jobs]
-    should_exit = asyncio.Event()
-    await engine.startup()
     loop_task = asyncio.get_running_loop().create_task(engine.main_loop(should_exit))
     profiler = cProfile.Profile() if args.cprofile else None
     cpu0, t0 = time.process_time(), time.time()
