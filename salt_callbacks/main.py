@@ -53,24 +53,37 @@ def _stop_event():
 
 class BusGapHandler:
     """Called when the bus connection closed. The bus also closes when the
-    master stops: nothing to catch up then. Otherwise let the subscriber
-    reconnect first, then read what was missed."""
+    master stops: nothing to catch up then. Otherwise catch up once the
+    subscriber is connected again: at ``back()`` where the bus adapter says
+    when it reconnects (``wait_for_back``), else after ``settle`` seconds
+    (Salt's subscriber reconnects by itself, unannounced). Catching up before
+    the connection is back would miss what is published in between."""
 
-    def __init__(self, engine, should_exit, settle=GAP_SETTLE, health=None):
+    def __init__(self, engine, should_exit, settle=GAP_SETTLE, health=None, wait_for_back=False):
         self._engine = engine
         self._should_exit = should_exit
         self._settle = settle
         self._health = health
+        self._wait_for_back = wait_for_back
+        self._cut = False
 
     def __call__(self):
         if self._should_exit.is_set():
             return
+        self._cut = True
         if self._health is not None:
             self._health.bus_cut()
-        loop = asyncio.get_running_loop()
-        loop.call_later(self._settle, self._catch_up, loop)
+        if not self._wait_for_back:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._settle, self._catch_up, loop)
+
+    def back(self):
+        """The subscriber is connected again (after a cut-off, or at the first connect)."""
+        if self._wait_for_back and self._cut:
+            self._catch_up(asyncio.get_running_loop())
 
     def _catch_up(self, loop):
+        self._cut = False
         if not self._should_exit.is_set():
             if self._health is not None:
                 self._health.bus_back()  # reconnected by now; what was missed is read next
@@ -88,7 +101,8 @@ async def _engine_main(opts, config):
     # Listen first, then load: a return that arrives during the load is seen
     # on the bus or in the job cache, and the record's phase dedupes the two.
     asyncio.get_running_loop().create_task(LoopLagProbe().run(should_exit))  # logs the loop's longest stalls
-    bus.listen(engine.on_event, BusGapHandler(engine, should_exit, health=health), wanted=engine.wants)
+    gap = BusGapHandler(engine, should_exit, health=health, wait_for_back=bus.tells_reconnects)
+    bus.listen(engine.on_event, gap, wanted=engine.wants, on_back=gap.back)
     health.bus_subscribed = True
     await start_with_backoff(engine, should_exit)
     # What the start built (Salt's modules, the records resumed) is moved out of the

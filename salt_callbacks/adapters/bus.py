@@ -1,10 +1,13 @@
 """The master event bus as the engine uses it: a subscriber on the running loop, and a sender thread."""
 
 import asyncio
+import collections
 import logging
+import os
 import time
 
 import salt.utils.event
+import salt.utils.msgpack
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,13 @@ def _bus_ioloop():
 
 
 class MasterBus:
-    """The master event bus, read and written asynchronously on the running loop.
+    """The master event bus, read asynchronously on the running loop.
 
-    Uses the same path as the master's own EventMonitor: an async event object,
-    a raw-message handler, and ``SaltEvent.unpack``.
+    On Salt 3008 with the default ``ipc_mode`` the engine reads the master's
+    event publisher socket itself (``PublisherReader``); elsewhere it uses
+    the master's own EventMonitor path (an async event object and a
+    raw-message handler). Either way each message goes through
+    ``SaltEvent.unpack``.
     """
 
     def __init__(self, opts, loop, admit=None):
@@ -41,32 +47,32 @@ class MasterBus:
         it (``delivery.gate.BusGate.admits``: what a minion may have forged)."""
         del loop  # the running loop is the one the IOLoop below wraps
         self._admit = admit
-        self._event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True, io_loop=_bus_ioloop())
+        self._publisher_path = publisher_path(opts)
+        self._reader = None
+        self._event = None
+        if self._publisher_path is None:
+            self._event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True, io_loop=_bus_ioloop())
 
-    def listen(self, on_event, on_gap=None, wanted=None):
+    @property
+    def tells_reconnects(self):
+        """Does ``listen``'s ``on_back`` say when the subscriber is connected again?"""
+        return self._publisher_path is not None
+
+    def listen(self, on_event, on_gap=None, wanted=None, on_back=None):
         """Call ``on_event(tag, data)`` for every event, and ``on_gap()`` after
         the publisher dropped this subscriber (it reconnects by itself, but
-        what was published meanwhile is gone). ``wanted(tag)``: decode only
-        the events it says yes to (Salt's publisher has no subscription
+        what was published meanwhile is gone); ``on_back()`` once it is
+        connected again, where ``tells_reconnects``. ``wanted(tag)``: decode
+        only the events it says yes to (Salt's publisher has no subscription
         filter: the engine's own announcements come back, one per webhook)."""
-        unpack = salt.utils.event.SaltEvent.unpack
-        tagend = salt.utils.event.TAGEND.encode()
-        admit = getattr(self, "_admit", None)
+        deliver = _deliverer(on_event, wanted, getattr(self, "_admit", None))
+        if self._publisher_path is not None:
+            self._reader = PublisherReader(self._publisher_path, deliver, on_gap, on_back)
+            self._reader.start()
+            return
 
         async def handle(raw):
-            if wanted is not None and isinstance(raw, bytes):
-                try:
-                    if not wanted(raw.partition(tagend)[0].decode("utf-8")):
-                        return  # the tag alone says it: skip decoding the data
-                except UnicodeDecodeError:
-                    pass  # let unpack say what is wrong with it
-            try:
-                tag, data = unpack(raw)
-            except Exception:  # boundary: an undecodable message is skipped, not fatal
-                log.error("callbacks: could not decode a bus message", exc_info=True)
-                return
-            if admit is None or admit(tag, data):
-                on_event(tag, data)
+            deliver(raw)
 
         self._event.set_event_handler(handle)
         if on_gap is not None:
@@ -78,7 +84,185 @@ class MasterBus:
             self._event.subscriber.disconnect_callback = disconnected
 
     def close(self):
-        self._event.destroy()
+        if self._reader is not None:
+            self._reader.close()
+        if self._event is not None:
+            self._event.destroy()
+
+
+def publisher_path(opts):
+    """The master event publisher's socket, where the engine reads it itself
+    (Salt 3008, ``ipc_mode: ipc``); None where it uses Salt's subscriber."""
+    if _salt_release() < (3008,) or opts.get("ipc_mode", "ipc") == "tcp":
+        return None
+    return os.path.join(opts["sock_dir"], "master_event_pub.ipc")
+
+
+def _deliverer(on_event, wanted, admit):
+    """``deliver(raw)``: one raw bus message decoded, judged and handed to ``on_event``."""
+    unpack = salt.utils.event.SaltEvent.unpack
+    tagend = salt.utils.event.TAGEND.encode()
+
+    def deliver(raw):
+        if wanted is not None and isinstance(raw, bytes):
+            try:
+                if not wanted(raw.partition(tagend)[0].decode("utf-8")):
+                    return  # the tag alone says it: skip decoding the data
+            except UnicodeDecodeError:
+                pass  # let unpack say what is wrong with it
+        try:
+            tag, data = unpack(raw)
+        except Exception:  # boundary: an undecodable message is skipped, not fatal
+            log.error("callbacks: could not decode a bus message", exc_info=True)
+            return
+        if admit is None or admit(tag, data):
+            on_event(tag, data)
+
+    return deliver
+
+
+#: Longest stretch (seconds) the loop spends handling bus messages before other work runs.
+HANDLE_SLICE = 0.005
+#: Bytes of messages read and not yet handled at most; past this, reading
+#: pauses until half are handled (the publisher then queues them, up to its
+#: 10,000 per subscriber, and cuts the engine off past that: it catches up).
+INBOX_BYTES = 32 * 1024 * 1024
+#: Seconds between attempts to reach the publisher.
+RECONNECT_DELAY = 0.2
+
+
+class PublisherReader:
+    """The master event publisher's socket, read by the engine itself.
+
+    Why not Salt's subscriber: it starts a task per message (and scans its
+    list of them after each), and its read loop takes 4 KB per turn of the
+    event loop. A busy engine then read no faster than it handled, and the
+    publisher, which queues 10,000 events per subscriber, cut it off in a
+    burst. Here asyncio reads what the socket has (up to 256 KB a turn)
+    into an inbox at once, and the inbox is handled in slices of
+    ``HANDLE_SLICE`` with the loop free between them, in order.
+
+    The wire format is the one Salt's own client reads: a stream of msgpack
+    maps ``{"head": ..., "body": <SaltEvent.pack bytes>}``. A closed
+    connection calls ``on_gap()`` (what was published meanwhile is gone) and
+    is tried again every ``RECONNECT_DELAY``; ``on_back()`` runs at each
+    connect, once events flow again.
+    """
+
+    def __init__(self, path, deliver, on_gap=None, on_back=None):
+        self._path = path
+        self._deliver = deliver
+        self._on_gap = on_gap
+        self._on_back = on_back
+        self._inbox = collections.deque()
+        self._inbox_bytes = 0
+        self._draining = False
+        self._transport = None
+        self._paused = False
+        self._task = None
+        self.connections = 0
+
+    def start(self):
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def close(self):
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+    async def _run(self):
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            lost = loop.create_future()
+            try:
+                self._transport, _ = await loop.create_unix_connection(
+                    lambda: _PublisherProtocol(self._received, lost), self._path)
+            except OSError as exc:
+                failures += 1
+                log.log(logging.WARNING if failures == 50 else logging.DEBUG,
+                        "callbacks: cannot reach the master event publisher %s yet: %s", self._path, exc)
+                await asyncio.sleep(RECONNECT_DELAY)
+                continue
+            failures = 0
+            self.connections += 1
+            if self._on_back is not None:
+                self._on_back()
+            await lost
+            self._transport, self._paused = None, False
+            log.info("callbacks: the connection to the master event bus closed")
+            if self._on_gap is not None:
+                self._on_gap()
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    def _received(self, body):
+        self._inbox.append(body)
+        self._inbox_bytes += len(body)
+        if self._inbox_bytes >= INBOX_BYTES and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self):
+        inbox, deliver = self._inbox, self._deliver
+        slice_ends = time.monotonic() + HANDLE_SLICE
+        while inbox:
+            body = inbox.popleft()
+            self._inbox_bytes -= len(body)
+            try:
+                deliver(body)
+            except Exception:  # boundary: on_event never raises; this is the last guard
+                log.error("callbacks: handling a bus message failed", exc_info=True)
+            if time.monotonic() >= slice_ends:
+                break
+        if self._paused and self._inbox_bytes < INBOX_BYTES // 2 and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        if inbox:
+            asyncio.get_running_loop().call_soon(self._drain)  # reads and other work run first
+        else:
+            self._draining = False
+
+
+class _PublisherProtocol(asyncio.Protocol):
+    def __init__(self, received, lost):
+        self._received = received
+        self._lost = lost
+        self._transport = None
+        self._unpacker = salt.utils.msgpack.Unpacker()  # as Salt's client unpacks: raw keys
+
+    def connection_made(self, transport):
+        self._transport = transport
+
+    def data_received(self, data):
+        self._unpacker.feed(data)
+        try:
+            for frame in self._unpacker:
+                body = frame.get(b"body") if isinstance(frame, dict) else None
+                if isinstance(body, bytes):
+                    self._received(body)
+        except Exception:  # boundary: a stream that does not unpack cannot be resynchronised
+            log.error("callbacks: the master event bus sent what does not unpack; reconnecting", exc_info=True)
+            self._transport.close()
+
+    def connection_lost(self, exc):
+        if not self._lost.done():
+            self._lost.set_result(exc)
+
+
+#: Seconds one event may take to fire before it is given up (logged).
+FIRE_TIMEOUT = 5.0
+
+
+async def _fire_within(bus, tag, data, seconds):
+    if hasattr(asyncio, "timeout"):  # Python 3.11+: a timer, not wait_for's task per event (~10 µs each)
+        async with asyncio.timeout(seconds):
+            await bus.fire_event_async(data, tag)
+    else:  # Python 3.10
+        await asyncio.wait_for(bus.fire_event_async(data, tag), seconds)
 
 
 class EventSender:
@@ -172,7 +356,7 @@ class EventSender:
     async def _fire_batch(bus, items):
         for tag, data in items:
             try:
-                await asyncio.wait_for(bus.fire_event_async(data, tag), 5)
+                await _fire_within(bus, tag, data, FIRE_TIMEOUT)
             except Exception:  # boundary: a notification must never stop the others
                 log.warning("callbacks: could not fire event %s", tag, exc_info=True)
 

@@ -1,29 +1,20 @@
 """The bus adapter's subscriber (adapters/bus.py) with Salt's own event packing:
-only the events the engine acts on are decoded and handed over."""
+only the events the engine acts on are decoded and handed over, and the
+publisher's socket, read directly on Salt 3008, gives every message in order
+and a gap when it closes."""
 
 import asyncio
+import os
+import tempfile
 
+import pytest
 import salt.payload
+import salt.transport.frame
 import salt.utils.event
 import salt.utils.stringutils
 
-from salt_callbacks.adapters.bus import MasterBus
+from salt_callbacks.adapters import bus
 from salt_callbacks.delivery.engine import CallbackEngine
-
-
-class FakeSaltEvent:
-    def __init__(self):
-        self.handler = None
-
-    def set_event_handler(self, handler):
-        self.handler = handler
-
-
-def subscribed(on_event, wanted):
-    bus = object.__new__(MasterBus)  # no master here: only the handler is under test
-    bus._event = FakeSaltEvent()  # pylint: disable=protected-access
-    bus.listen(on_event, wanted=wanted)
-    return bus._event.handler  # pylint: disable=protected-access
 
 
 def pack(tag, data):
@@ -37,19 +28,99 @@ def pack(tag, data):
 
 def test_only_events_the_engine_acts_on_are_decoded_and_handed_over():
     seen = []
-    handle = subscribed(lambda tag, data: seen.append((tag, data)), CallbackEngine.wants)
+    deliver = bus._deliverer(lambda tag, data: seen.append((tag, data)), CallbackEngine.wants, admit=None)  # pylint: disable=protected-access
     ret = {"id": "dev1", "jid": "20260101000000000001", "return": True, "retcode": 0}
     messages = [pack("salt/callbacks/20260101000000000001/dev1/delivered", {"state": "COMMAND_EXECUTED"}),
                 pack("salt/job/20260101000000000001/ret/dev1", ret),
                 pack("salt/auth", {"act": "accept"}),
                 b"salt/job/20260101000000000002/ret/dev1\n\n\xc1 not msgpack"]
-
-    async def feed():
-        for raw in messages:
-            await handle(raw)
-
-    asyncio.run(feed())
+    for raw in messages:
+        deliver(raw)
     # The engine's own announcement and Salt's auth event are skipped before decoding;
     # a wanted event that does not decode is logged and skipped, not fatal.
     assert [tag for tag, _ in seen] == ["salt/job/20260101000000000001/ret/dev1"]
     assert seen[0][1]["return"] is True
+
+
+def framed(tag, data):
+    """One message as the master's publisher writes it to each subscriber (``frame_msg``)."""
+    return salt.transport.frame.frame_msg(pack(tag, data))
+
+
+async def wait_for(predicate, seconds=5.0):
+    for _ in range(int(seconds / 0.01)):  # bounded
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return predicate()
+
+
+def test_the_publisher_socket_gives_every_message_in_order_and_a_gap_when_it_closes():
+    """A publisher on a real unix socket writes frames cut at odd places, then
+    drops the reader; the reader says so, connects again and reads on."""
+    tags = [f"salt/job/2026010100000000{i:04d}/ret/dev1" for i in range(300)]
+    seen, gaps, backs, accepted = [], [], [], []
+
+    async def serve(reader, writer):
+        accepted.append(writer)
+        if len(accepted) == 1:
+            stream = b"".join(framed(tag, {"return": i}) for i, tag in enumerate(tags[:200]))
+            for start in range(0, len(stream), 777):  # frames split across writes
+                writer.write(stream[start:start + 777])
+                await writer.drain()
+            writer.write(framed("salt/auth", {"act": "accept"}))  # not the engine's: skipped
+            await writer.drain()
+            writer.close()  # the publisher cut this subscriber off
+        else:
+            writer.write(b"".join(framed(tag, {"return": 0}) for tag in tags[200:]))
+            await writer.drain()
+
+    async def run(path):
+        server = await asyncio.start_unix_server(serve, path)
+        deliver = bus._deliverer(lambda tag, data: seen.append(tag), CallbackEngine.wants, admit=None)  # pylint: disable=protected-access
+        reader = bus.PublisherReader(path, deliver, on_gap=lambda: gaps.append(len(seen)),
+                                     on_back=lambda: backs.append(len(seen)))
+        reader.start()
+        try:
+            assert await wait_for(lambda: len(seen) == len(tags))
+        finally:
+            reader.close()
+            server.close()
+        return reader.connections
+
+    with tempfile.TemporaryDirectory() as tmp:
+        connections = asyncio.run(run(os.path.join(tmp, "master_event_pub.ipc")))
+    assert seen == tags
+    assert len(gaps) == 1  # the cut-off is told once
+    assert connections == 2 and len(backs) == 2  # each connect is told (the catch-up waits for the second)
+
+
+def test_a_stream_that_does_not_unpack_is_dropped_and_read_again_from_a_new_connection():
+    tag = "salt/job/20260101000000000001/ret/dev1"
+    seen, gaps, accepted = [], [], []
+
+    async def serve(reader, writer):
+        accepted.append(writer)
+        writer.write(b"\xc1\xc1\xc1" if len(accepted) == 1 else framed(tag, {"return": 1}))
+        await writer.drain()
+
+    async def run(path):
+        server = await asyncio.start_unix_server(serve, path)
+        deliver = bus._deliverer(lambda t, data: seen.append(t), CallbackEngine.wants, admit=None)  # pylint: disable=protected-access
+        reader = bus.PublisherReader(path, deliver, on_gap=lambda: gaps.append(1))
+        reader.start()
+        try:
+            assert await wait_for(lambda: seen == [tag])
+        finally:
+            reader.close()
+            server.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(os.path.join(tmp, "pub.ipc")))
+    assert gaps == [1]
+
+
+@pytest.mark.skipif(bus._salt_release() < (3008,), reason="older releases keep Salt's subscriber")  # pylint: disable=protected-access
+def test_salt_3008_reads_the_publisher_socket_itself_unless_ipc_goes_over_tcp():
+    assert bus.publisher_path({"sock_dir": "/run/salt/master"}) == "/run/salt/master/master_event_pub.ipc"
+    assert bus.publisher_path({"sock_dir": "/run/salt/master", "ipc_mode": "tcp"}) is None

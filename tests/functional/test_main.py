@@ -55,3 +55,16 @@ async def test_a_start_that_keeps_failing_stops_trying_when_told_to_exit():
     await main.start_with_backoff(engine, should_exit, first_delay=0.01, max_delay=0.01)
 
     assert 1 <= engine.starts < 1000
+
+
+async def test_where_the_bus_says_when_it_is_back_the_catch_up_waits_for_it():
+    engine, should_exit = Engine(), asyncio.Event()
+    gap = main.BusGapHandler(engine, should_exit, settle=0.01, wait_for_back=True)
+
+    gap.back()  # the first connect: nothing was cut, nothing to catch up
+    gap()
+    await asyncio.sleep(0.05)
+    assert engine.reconciles == 0  # still cut off: what is published now would be missed
+    gap.back()
+    await asyncio.sleep(0)
+    assert engine.reconciles == 1

@@ -410,3 +410,54 @@ def test_master_killed_with_callbacks_in_every_stage_loses_nothing(fault_master,
     if MINION_DROPS_RETURNS_WHILE_RECONNECTING:
         del stages["return-while-down"]  # Salt 3007: the minion never sends it (docs/salt-versions.md)
     assert_every_terminal_webhook_arrived(fault_run, receiver, stages)
+
+
+
+#: Events fired at a stalled engine: past the 10,000 the master's publisher
+#: queues per subscriber, and the few thousand the socket buffers hold.
+FLOOD = 20000
+
+
+def wait_for_return_in_job_cache(salt_run, jid, minion_id, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ret = salt_run.run("jobs.lookup_jid", jid)
+        if ret.returncode == 0 and isinstance(ret.data, dict) and minion_id in ret.data:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the return of {jid} from {minion_id} never reached the job cache")
+
+
+def test_an_engine_the_bus_cuts_off_catches_up_and_reads_the_bus_again(fault_master, fault_run, receiver,
+                                                                        fault_minion):
+    """A stalled engine is cut off by the master's publisher: the return
+    published meanwhile is caught up from the job cache once the engine is
+    connected again, and what comes after arrives on the bus."""
+    log_file = fault_master.config["log_file"]
+    closed_before = harness.read_text(log_file).count("the connection to the master event bus closed")
+    cut_before = harness.read_text(log_file).count("Publisher discarding slow subscriber")
+    engine = engine_process(fault_master)
+    during, during_url = new_path(receiver)
+    engine.suspend()
+    try:
+        with salt.utils.event.get_master_event(fault_master.config, fault_master.config["sock_dir"],
+                                               listen=False) as bus:
+            for n in range(FLOOD):
+                bus.fire_event({"n": n}, "cb/test/flood")
+        wait_until("the publisher to cut the stalled engine off", lambda: harness.read_text(log_file).count(
+            "Publisher discarding slow subscriber") > cut_before, timeout=30)
+        # Cut off: this job's return event never reaches the engine, only the job cache.
+        published = run_ok(fault_run, "callbacks.execute", fault_minion.id, "test.ping", f"callback_url={during_url}")
+        wait_for_return_in_job_cache(fault_run, published["jid"], fault_minion.id)
+    finally:
+        engine.resume()
+
+    (request,) = receiver.wait_for(during, 1, timeout=60)
+    assert request.json["state"] == "COMMAND_EXECUTED"
+    assert request.headers["webhook-id"] == delivery_id(published["jid"], fault_minion.id, "COMMAND_EXECUTED")
+    assert harness.read_text(log_file).count("the connection to the master event bus closed") > closed_before
+
+    after, after_url = new_path(receiver)
+    run_ok(fault_run, "callbacks.execute", fault_minion.id, "test.ping", f"callback_url={after_url}")
+    (request,) = receiver.wait_for(after, 1, timeout=60)
+    assert request.json["state"] == "COMMAND_EXECUTED"
