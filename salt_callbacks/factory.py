@@ -227,7 +227,7 @@ def engine_parts(opts, config, loop):
     """``(engine, master bus, event sender)`` for the engine process; the engine
     carries its ``metrics`` (``EngineMetrics`` when ``metrics_port`` is set)."""
     master_bus = bus.MasterBus(opts, loop, admit=bus_gate(opts).admits)
-    sender = bus.EventSender(opts)
+    sender = bus.event_sender(opts)
     metrics, store = build_metrics(opts, config), engine_store(opts, config)
     if metrics is not None:
         from salt_callbacks.metrics.registry import TimedStore  # pylint: disable=import-outside-toplevel

@@ -93,6 +93,7 @@ class BusGapHandler:
 async def _engine_main(opts, config):
     should_exit = _stop_event()
     engine, bus, sender = factory.engine_parts(opts, config, asyncio.get_running_loop())
+    sender.start()
     health, metrics_server = Health(on_bus_gap=engine.metrics.bus_gap), None
     if config.metrics_port is not None:
         metrics_server = start_metrics(factory.build_metrics_server(config, engine.metrics, health))

@@ -11,6 +11,7 @@ import pytest
 import salt.payload
 import salt.transport.frame
 import salt.utils.event
+import salt.utils.msgpack
 import salt.utils.stringutils
 
 from salt_callbacks.adapters import bus
@@ -124,3 +125,58 @@ def test_a_stream_that_does_not_unpack_is_dropped_and_read_again_from_a_new_conn
 def test_salt_3008_reads_the_publisher_socket_itself_unless_ipc_goes_over_tcp():
     assert bus.publisher_path({"sock_dir": "/run/salt/master"}) == "/run/salt/master/master_event_pub.ipc"
     assert bus.publisher_path({"sock_dir": "/run/salt/master", "ipc_mode": "tcp"}) is None
+
+
+class Puller:
+    """The master's event puller as Salt 3008 reads it (``TCPPuller.handle_stream``):
+    a 4-byte length, then that many bytes of msgpack ``{"head", "body"}``."""
+
+    def __init__(self, drop_first_after=None):
+        self.events = []  # (connection number, tag, data)
+        self.connections = 0
+        self._drop_first_after = drop_first_after
+
+    async def serve(self, reader, writer):
+        self.connections += 1
+        number = self.connections
+        try:
+            while True:
+                length = int.from_bytes(await reader.readexactly(4), "big")
+                frame = salt.utils.msgpack.unpackb(await reader.readexactly(length), raw=True)
+                tag, data = salt.utils.event.SaltEvent.unpack(frame[b"body"])
+                self.events.append((number, tag, data))
+                if number == 1 and len(self.events) == self._drop_first_after:
+                    writer.close()  # the puller went away (the master restarting it)
+                    return
+        except asyncio.IncompleteReadError:
+            return
+
+
+def test_the_engine_writes_its_events_to_the_puller_as_salt_frames_them_in_order_and_through_a_reconnect():
+    puller = Puller(drop_first_after=3)
+
+    async def run(path):
+        writer = bus.PullWriter({"sock_dir": os.path.dirname(path), "max_event_size": 1048576}, path)
+        writer.start()
+        writer.fire("salt/callbacks/started", {"resumed": 0})  # before the puller listens: waits
+        await asyncio.sleep(0.3)
+        server = await asyncio.start_unix_server(puller.serve, path)
+        try:
+            for n in range(3):
+                writer.fire(f"salt/callbacks/j{n}/dev1/delivered", {"n": n})
+            assert await wait_for(lambda: puller.connections == 1 and len(puller.events) == 3)
+            await asyncio.sleep(0.5)  # the writer sees the close and connects again
+            await asyncio.get_running_loop().run_in_executor(
+                None, writer.fire, "salt/callbacks/j9/dev1/delivered", {"n": 9})  # from a thread of the engine's
+            assert await wait_for(lambda: len(puller.events) == 4)
+            await writer.drain(2)
+        finally:
+            server.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(os.path.join(tmp, "master_event_pull.ipc")))
+    assert [(number, tag) for number, tag, _ in puller.events] == [
+        (1, "salt/callbacks/started"), (1, "salt/callbacks/j0/dev1/delivered"),
+        (1, "salt/callbacks/j1/dev1/delivered"), (2, "salt/callbacks/j9/dev1/delivered")]
+    assert all("_stamp" in data for _, _, data in puller.events)  # as fire_event stamps them
+    assert puller.events[-1][2]["n"] == 9

@@ -104,10 +104,11 @@ def finish_profile(ctx):
 CPU_RULES = (
     ("store: record writes and reads", ("salt_callbacks/store/", "salt_callbacks/adapters/cache.py", "salt/cache/",
                                         "sqlite3")),
-    ("engine events out: EventSender thread (announcements)", ("EventSender", "_run_batched", "_run_one_by_one")),
+    ("engine events out: the announcements (PullWriter on 3008, else the EventSender thread)",
+     ("PullWriter", "EventSender", "_run_batched", "_run_one_by_one")),
     ("HTTP client: aiohttp + transport", ("aiohttp/", "salt_callbacks/delivery/transport.py", "yarl/",
                                           "multidict/")),
-    ("bus in: Salt IPC subscriber + decoding events", ("salt/transport/", "salt/utils/event.py", "msgpack/",
+    ("bus in: the publisher socket + decoding events", ("salt/transport/", "salt/utils/event.py", "msgpack/",
                                                        "salt/payload.py", "tornado/", "salt_callbacks/adapters/bus.py")),
     ("signing (HMAC)", ("salt_callbacks/webhook/signing.py",)),
     ("payload encoding (JSON)", ("salt_callbacks/webhook/payload.py",)),
