@@ -512,6 +512,8 @@ class PullWriter:
 
     def close(self, timeout=5.0):
         """From a thread other than the loop's: ``drain`` on the loop, waiting for it."""
+        if self._loop is None:
+            return  # never started: nothing was fired
         asyncio.run_coroutine_threadsafe(self.drain(timeout), self._loop).result(timeout + 1)
 
 
