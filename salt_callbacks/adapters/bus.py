@@ -401,6 +401,10 @@ class EventSender:
         self._thread.join(timeout)
 
 
+#: Bytes written to the puller and not yet taken by it, at most, before events wait in ``PullWriter``.
+PULL_BUFFER_BYTES = 4 * 1024 * 1024
+
+
 class PullWriter:
     """Fires the engine's events by writing them to the master's event puller
     socket itself (Salt 3008, ``ipc_mode: ipc``), on the engine's loop.
@@ -472,6 +476,11 @@ class PullWriter:
         self._flush_scheduled = False
         transport = self._transport
         if transport is None or transport.is_closing() or not self._frames:
+            return
+        if transport.get_write_buffer_size() > PULL_BUFFER_BYTES:
+            # The puller is not keeping up: the events wait here, where ``capacity`` bounds them.
+            self._flush_scheduled = True
+            self._loop.call_later(self._linger, self._flush)
             return
         transport.write(b"".join(self._frames))
         self._frames.clear()

@@ -180,3 +180,31 @@ def test_the_engine_writes_its_events_to_the_puller_as_salt_frames_them_in_order
         (1, "salt/callbacks/j1/dev1/delivered"), (2, "salt/callbacks/j9/dev1/delivered")]
     assert all("_stamp" in data for _, _, data in puller.events)  # as fire_event stamps them
     assert puller.events[-1][2]["n"] == 9
+
+
+def test_events_for_a_puller_that_does_not_read_wait_bounded_and_the_oldest_are_dropped_and_counted(monkeypatch):
+    monkeypatch.setattr(bus, "PULL_BUFFER_BYTES", 1024)
+    stalled = []
+
+    async def serve(reader, writer):
+        stalled.append(writer)  # accepts, never reads: the socket's buffers fill, then ours
+
+    async def run(path):
+        server = await asyncio.start_unix_server(serve, path)
+        writer = bus.PullWriter({"max_event_size": 1048576}, path, capacity=100, linger=0.001)
+        writer.start()
+        try:
+            assert await wait_for(lambda: stalled)
+            for n in range(3000):  # each ~1 KB: far past the kernel's buffers and ours
+                writer.fire("salt/callbacks/j/dev1/delivered", {"n": n, "pad": "x" * 1000})
+                if n % 100 == 0:
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            return writer.dropped, len(writer._frames)  # pylint: disable=protected-access
+        finally:
+            writer._task.cancel()  # pylint: disable=protected-access
+            server.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dropped, waiting = asyncio.run(run(os.path.join(tmp, "pull.ipc")))
+    assert dropped > 0 and waiting <= 100
