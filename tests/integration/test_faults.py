@@ -428,6 +428,9 @@ def wait_for_return_in_job_cache(salt_run, jid, minion_id, timeout=30):
     raise AssertionError(f"the return of {jid} from {minion_id} never reached the job cache")
 
 
+@pytest.mark.skipif(salt.version.__saltstack_version__.info[0] < 3008,
+                    reason="3006/3007's publisher cuts a slow subscriber off only after publish_drain_timeout "
+                           "(60 s), not at a full queue; the flood does not cut the engine off within the test")
 def test_an_engine_the_bus_cuts_off_catches_up_and_reads_the_bus_again(fault_master, fault_run, receiver,
                                                                         fault_minion):
     """A stalled engine is cut off by the master's publisher: the return
