@@ -1,4 +1,4 @@
-"""The bus adapter's subscriber (adapters/bus.py) with Salt's own event packing:
+"""The bus adapter (adapters/bus.py, adapters/ipc.py) with Salt's own event packing:
 only the events the engine acts on are decoded and handed over, and the
 publisher's socket, read directly on Salt 3008, gives every message in order
 and a gap when it closes."""
@@ -14,7 +14,7 @@ import salt.utils.event
 import salt.utils.msgpack
 import salt.utils.stringutils
 
-from salt_callbacks.adapters import bus
+from salt_callbacks.adapters import bus, ipc
 from salt_callbacks.delivery.engine import CallbackEngine
 
 
@@ -79,7 +79,7 @@ def test_the_publisher_socket_gives_every_message_in_order_and_a_gap_when_it_clo
     async def run(path):
         server = await asyncio.start_unix_server(serve, path)
         deliver = bus._deliverer(lambda tag, data: seen.append(tag), CallbackEngine.wants, admit=None)  # pylint: disable=protected-access
-        reader = bus.PublisherReader(path, deliver, on_gap=lambda: gaps.append(len(seen)),
+        reader = ipc.PublisherReader(path, deliver, on_gap=lambda: gaps.append(len(seen)),
                                      on_back=lambda: backs.append(len(seen)))
         reader.start()
         try:
@@ -108,7 +108,7 @@ def test_a_stream_that_does_not_unpack_is_dropped_and_read_again_from_a_new_conn
     async def run(path):
         server = await asyncio.start_unix_server(serve, path)
         deliver = bus._deliverer(lambda t, data: seen.append(t), CallbackEngine.wants, admit=None)  # pylint: disable=protected-access
-        reader = bus.PublisherReader(path, deliver, on_gap=lambda: gaps.append(1))
+        reader = ipc.PublisherReader(path, deliver, on_gap=lambda: gaps.append(1))
         reader.start()
         try:
             assert await wait_for(lambda: seen == [tag])
@@ -156,7 +156,7 @@ def test_the_engine_writes_its_events_to_the_puller_as_salt_frames_them_in_order
     puller = Puller(drop_first_after=3)
 
     async def run(path):
-        writer = bus.PullWriter({"sock_dir": os.path.dirname(path), "max_event_size": 1048576}, path)
+        writer = ipc.PullWriter({"sock_dir": os.path.dirname(path), "max_event_size": 1048576}, path)
         writer.start()
         writer.fire("salt/callbacks/started", {"resumed": 0})  # before the puller listens: waits
         await asyncio.sleep(0.3)
@@ -183,7 +183,7 @@ def test_the_engine_writes_its_events_to_the_puller_as_salt_frames_them_in_order
 
 
 def test_events_for_a_puller_that_does_not_read_wait_bounded_and_the_oldest_are_dropped_and_counted(monkeypatch):
-    monkeypatch.setattr(bus, "PULL_BUFFER_BYTES", 1024)
+    monkeypatch.setattr(ipc, "PULL_BUFFER_BYTES", 1024)
     stalled = []
 
     async def serve(reader, writer):
@@ -191,7 +191,7 @@ def test_events_for_a_puller_that_does_not_read_wait_bounded_and_the_oldest_are_
 
     async def run(path):
         server = await asyncio.start_unix_server(serve, path)
-        writer = bus.PullWriter({"max_event_size": 1048576}, path, capacity=100, linger=0.001)
+        writer = ipc.PullWriter({"max_event_size": 1048576}, path, capacity=100, linger=0.001)
         writer.start()
         try:
             assert await wait_for(lambda: stalled)

@@ -58,7 +58,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     import salt.config  # pylint: disable=import-outside-toplevel
 
-    from salt_callbacks.adapters import bus  # pylint: disable=import-outside-toplevel
+    from salt_callbacks.adapters import bus, ipc  # pylint: disable=import-outside-toplevel
 
     master = Master("sender", {"engines": []})
     master.start()
@@ -70,7 +70,7 @@ def main(argv=None):
             results["pacing alone"].append(asyncio.run(_fire(NullSender(), args.n, args.rate)))
             results["EventSender"].append(asyncio.run(_fire(bus.EventSender(opts), args.n, args.rate)))
             if path is not None:
-                results["PullWriter"].append(asyncio.run(_fire(bus.PullWriter(opts, path), args.n, args.rate)))
+                results["PullWriter"].append(asyncio.run(_fire(ipc.PullWriter(opts, path), args.n, args.rate)))
     finally:
         master.stop()
     out = {name: {"cpu_us_per_event_median": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v]}
