@@ -418,16 +418,6 @@ def test_master_killed_with_callbacks_in_every_stage_loses_nothing(fault_master,
 FLOOD = 20000
 
 
-def wait_for_return_in_job_cache(salt_run, jid, minion_id, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ret = salt_run.run("jobs.lookup_jid", jid)
-        if ret.returncode == 0 and isinstance(ret.data, dict) and minion_id in ret.data:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the return of {jid} from {minion_id} never reached the job cache")
-
-
 @pytest.mark.skipif(salt.version.__saltstack_version__.info[0] < 3008,
                     reason="3006/3007's publisher cuts a slow subscriber off only after publish_drain_timeout "
                            "(60 s), not at a full queue; the flood does not cut the engine off within the test")
@@ -451,7 +441,8 @@ def test_an_engine_the_bus_cuts_off_catches_up_and_reads_the_bus_again(fault_mas
             "Publisher discarding slow subscriber") > cut_before, timeout=30)
         # Cut off: this job's return event never reaches the engine, only the job cache.
         published = run_ok(fault_run, "callbacks.execute", fault_minion.id, "test.ping", f"callback_url={during_url}")
-        wait_for_return_in_job_cache(fault_run, published["jid"], fault_minion.id)
+        path = return_file(fault_master, published["jid"], fault_minion.id)
+        wait_until("the return in the job cache", lambda: os.path.exists(path))
     finally:
         engine.resume()
 
