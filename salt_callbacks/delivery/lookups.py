@@ -3,7 +3,10 @@
 A store read costs 0.1-0.2 ms in ``salt.cache`` (most of it Salt's loader),
 and every published job needs one. So an event only *requests* a job; a task
 reads the requested jobs in slices of at most ``READ_SLICE`` seconds, letting
-events through in between, and hands each job's records to the engine. A
+events through in between, and hands each job's records to the engine. The
+embedded store reads up to ``READ_BATCH`` jobs in one query
+(``records_of_jobs``); what a slice does not get to is read again after it,
+so no job's records are older than the events handled before them. A
 return that needs the store waits for its job's read instead of reading
 itself. (Not in a thread: beside a busy loop a thread doing store I/O gets
 the GIL back only every switch interval; see writer.py.)
@@ -21,6 +24,7 @@ Reading *every* open record (at start, after a bus gap, on a takeover) is
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import time
 
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Longest stretch (seconds) job reads hold the loop before letting events through.
 READ_SLICE = 0.005
+#: Jobs read in one store query at most (when the store can): one slice's worth, or so.
+READ_BATCH = 32
 #: Returns held in memory while they wait for the store (each up to max_event_size).
 RETURNS_MEMORY = 10000
 #: Jids known to have no callback records, remembered so their returns cost no store read.
@@ -97,16 +103,11 @@ class JobLookups:
             self._task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self):
+        self._slice_ends = time.monotonic() + READ_SLICE  # a task of its own: the loop ran other work before it
         while self._waiting and not self.stopping:
             jid = next(iter(self._waiting))
             try:
-                if getattr(self._store, "blocking", False):
-                    minions = self._waiting[jid]["minions"]
-                    records = await asyncio.get_running_loop().run_in_executor(None, self._read_job, jid, minions)
-                    if jid not in self._waiting:
-                        continue  # read twice meanwhile
-                else:
-                    records = self._store.records_of_job(jid)
+                jobs = await self._read_next()
             except InputError as exc:
                 # A key the store refuses (events.parse lets none through): not an outage.
                 log.error("callbacks: ignoring job %r: %s", jid, exc)
@@ -117,13 +118,36 @@ class JobLookups:
                 self.outage.failed(self._clock(), exc, f"{len(self._waiting)} job(s) wait to be read")
                 return
             self.outage.recovered(self._clock())
-            waiting = self._waiting.pop(jid)
-            self._held_returns -= len(waiting["returns"])
-            self._on_read(jid, records, waiting["minions"], waiting["returns"])
-            if time.monotonic() >= self._slice_ends:
-                await asyncio.sleep(0)  # let events through
-                self._slice_ends = time.monotonic() + READ_SLICE
+            for jid, records in jobs:
+                waiting = self._waiting.pop(jid, None)
+                if waiting is None:
+                    continue  # read twice meanwhile (in a thread)
+                self._held_returns -= len(waiting["returns"])
+                self._on_read(jid, records, waiting["minions"], waiting["returns"])
+                if time.monotonic() >= self._slice_ends:
+                    await asyncio.sleep(0)  # let events through
+                    self._slice_ends = time.monotonic() + READ_SLICE
+                    # The rest of the batch was read before those events: read it again.
+                    break
 
+    async def _read_next(self):
+        """``[(jid, records)]`` of the jobs first in line: a batch of up to
+        ``READ_BATCH`` in one query when the store has ``records_of_jobs``
+        (the embedded one), else the first job alone."""
+        jid = next(iter(self._waiting))
+        if getattr(self._store, "blocking", False):
+            minions = self._waiting[jid]["minions"]
+            return [(jid, await asyncio.get_running_loop().run_in_executor(None, self._read_job, jid, minions))]
+        read_many = getattr(self._store, "records_of_jobs", None)
+        if read_many is not None and len(self._waiting) > 1:
+            jids = list(itertools.islice(self._waiting, READ_BATCH))
+            try:
+                found = read_many(jids)
+            except InputError:
+                pass  # a jid the store refuses: one at a time until it comes first (and is dropped)
+            else:
+                return [(jid, found[jid]) for jid in jids]
+        return [(jid, self._store.records_of_job(jid))]
 
     def _read_job(self, jid, minions):
         # In a worker thread: the job's records, then claims made ahead for them.

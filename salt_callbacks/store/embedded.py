@@ -5,6 +5,8 @@ a database does better than a file per key:
 
 - ``save_many(records)``: a batch of records in one transaction (the engine's
   writer flushes this way: one commit per flush slice, not one per record);
+- ``records_of_jobs(jids)``: the records of many jobs in one query (the
+  engine's job reads, a batch per slice);
 - ``recent(..., state=...)``: newest first from an index, by device or by
   public state, so a filter that matches nothing reads nothing;
 - ``unfinished_jobs()`` (recovery) and ``count_unfinished(user)`` (limits)
@@ -48,6 +50,8 @@ REMOVE_BATCH = 500
 LIST_FETCH = 200
 #: Devices a listing names in its query at most (SQLite's parameter limit is far above).
 LIST_IN_DEVICES = 900
+#: Jobs ``records_of_jobs`` names in one query at most.
+JOBS_PER_READ = 500
 
 
 def _fallback(value):
@@ -242,6 +246,22 @@ class EmbeddedStore:
         rows = self._read(f"read job {jid}", "SELECT device_id, data FROM records WHERE jid = ? ORDER BY device_id",
                           (jid,))
         return [self._decode(data, f"{device}/{jid}") for device, data in rows]
+
+    def records_of_jobs(self, jids):
+        """``{jid: [records]}`` for each of ``jids`` (``[]`` for a job without
+        records), ``JOBS_PER_READ`` jobs per query: the engine reads the jobs
+        its events name a batch at a time (one query each cost ~10 µs more)."""
+        jids = [valid_jid(jid) for jid in jids]
+        found = {jid: [] for jid in jids}
+        for start in range(0, len(jids), JOBS_PER_READ):
+            chunk = jids[start:start + JOBS_PER_READ]
+            # The order of the records_by_job index: no sort.
+            rows = self._read(f"read {len(chunk)} job(s)",
+                              f"SELECT jid, device_id, data FROM records WHERE jid IN ({', '.join('?' * len(chunk))}) "
+                              "ORDER BY jid DESC, device_id", chunk)
+            for jid, device, data in rows:
+                found[jid].append(self._decode(data, f"{device}/{jid}"))
+        return found
 
     def recent(self, device_id=None, limit=100, predicate=None, state=None, devices=None, created_after=None):
         """Records newest first (by jid, then device), at most ``limit``, only

@@ -1,11 +1,17 @@
-"""Returns of jobs without callbacks cost no repeated store reads.
+"""Returns of jobs without callbacks cost no repeated store reads, and jobs
+published together are read together.
 
-The engine on a fake clock, a scripted transport and a dict store; each
+The engine on a fake clock, a scripted transport and a dict store (a real
+embedded store for the batched reads); each
 ``async def`` test is its scenario (tests/conftest.py runs it on a bounded loop).
 """
 
+import json
+
 import pytest
 
+from salt_callbacks.delivery import lookups
+from salt_callbacks.store import EmbeddedStore
 from tests.support.fakes import (
     OK,
     T0,
@@ -73,3 +79,75 @@ async def test_a_second_new_event_naming_other_minions_does_not_untrack_a_record
     rig.engine.on_event(f"salt/job/{record.jid}/new", {"jid": record.jid, "minions": ["dev2"]})  # a forgery
     await settle(rig.engine)
     assert record.key in rig.engine.live
+
+
+def posted_jids(rig):
+    return sorted(json.loads(call["body"])["jid"] for call in rig.transport.calls)
+
+
+class CountingStore(EmbeddedStore):
+    """The embedded store, counting its job reads."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.batches, self.singles = [], 0
+
+    def records_of_jobs(self, jids):
+        self.batches.append(list(jids))
+        return super().records_of_jobs(jids)
+
+    def records_of_job(self, jid):
+        self.singles += 1
+        return super().records_of_job(jid)
+
+
+def publish_with_returns(rig, records):
+    rig.add(*records)
+    for record in records:  # one bus read's worth of events, handled before the reads run
+        rig.publish(record)
+        rig.ret(record)
+
+
+async def test_jobs_published_together_are_read_in_batches_and_all_delivered(tmp_path, monkeypatch):
+    monkeypatch.setattr(lookups, "READ_SLICE", 60.0)  # no slice ends: every batch is read whole
+    store = CountingStore(str(tmp_path / "callbacks.db"))
+    rig = new_rig(store=store)
+    await rig.engine.startup()
+    records = [make_record(n, "dev1", created=T0) for n in range(1, lookups.READ_BATCH + 9)]
+    publish_with_returns(rig, records)
+    await settle(rig.engine)
+
+    assert posted_jids(rig) == sorted(r.jid for r in records)  # every job's return delivered, once
+    assert [len(batch) for batch in store.batches] == [lookups.READ_BATCH, 8] and store.singles == 0
+    store.close()
+
+
+async def test_jobs_a_slice_did_not_get_to_are_read_again_after_it(tmp_path, monkeypatch):
+    # Events handled between slices may change a job: its records are never older than they are.
+    monkeypatch.setattr(lookups, "READ_SLICE", 0.0)  # a slice ends after every job
+    store = CountingStore(str(tmp_path / "callbacks.db"))
+    rig = new_rig(store=store)
+    await rig.engine.startup()
+    records = [make_record(n, "dev1", created=T0) for n in range(1, 11)]
+    publish_with_returns(rig, records)
+    await settle(rig.engine)
+
+    assert posted_jids(rig) == sorted(r.jid for r in records)
+    assert [batch[0] for batch in store.batches] == [r.jid for r in records[:-1]]  # each batch begins one on
+    store.close()
+
+
+async def test_a_batch_read_that_meets_a_refused_jid_drops_it_and_reads_the_rest(tmp_path):
+    store = CountingStore(str(tmp_path / "callbacks.db"))
+    rig = new_rig(store=store)
+    await rig.engine.startup()
+    records = [make_record(n, "dev1", created=T0) for n in (1, 2)]
+    rig.add(*records)
+    rig.engine.lookups.request(records[0].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
+    rig.engine.lookups.request("../tokens/abc")  # events.parse lets none through; the store refuses it
+    rig.engine.lookups.request(records[1].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
+    await settle(rig.engine)
+
+    assert posted_jids(rig) == sorted(r.jid for r in records)
+    assert len(rig.engine.lookups) == 0 and store.singles >= 2  # one at a time past the refused jid
+    store.close()

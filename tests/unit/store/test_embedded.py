@@ -12,6 +12,7 @@ from salt_callbacks.exceptions import InputError, StoreError
 from salt_callbacks.model.records import NOTHING_SENT, AttemptResult
 from salt_callbacks.model.retry import RetrySchedule
 from salt_callbacks.store import EmbeddedStore, SaltCacheStore, database, upgrade
+from salt_callbacks.store import embedded as embedded_module
 
 from tests.support.fakes import DictBackend, jid, make_config, make_record
 
@@ -224,6 +225,19 @@ def test_a_write_lock_held_too_long_is_a_store_error_and_nothing_is_half_written
         other.close()
     assert store.job(jid(1)) is None and store.records_of_job(jid(1)) == []
     store.close()
+
+
+def test_records_of_jobs_reads_many_jobs_at_once_each_by_device(embedded, monkeypatch):
+    monkeypatch.setattr(embedded_module, "JOBS_PER_READ", 2)  # more jobs than one query names
+    for n in (1, 2, 3):
+        embedded.add_job(jid(n), [make_record(n, "dev2"), make_record(n, "dev1")], T0)
+
+    found = embedded.records_of_jobs([jid(3), jid(1), jid(2), jid(4)])
+
+    assert {j: [(r.jid, r.device_id) for r in records] for j, records in found.items()} == {
+        jid(n): [(jid(n), "dev1"), (jid(n), "dev2")] for n in (1, 2, 3)} | {jid(4): []}
+    with pytest.raises(InputError):
+        embedded.records_of_jobs([jid(1), "../tokens/abc"])
 
 
 def test_an_unreadable_record_is_a_store_error(embedded):
