@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 #: Longest stretch (seconds) job reads hold the loop before letting events through.
 READ_SLICE = 0.005
-#: Jobs read in one store query at most (when the store can): one slice's worth, or so.
+#: Jobs read in one store query at most (when the store can).
 READ_BATCH = 32
+#: What reading and handling one job is taken to cost (seconds) until it is measured.
+JOB_COST_GUESS = 0.0001
 #: Returns held in memory while they wait for the store (each up to max_event_size).
 RETURNS_MEMORY = 10000
 #: Jids known to have no callback records, remembered so their returns cost no store read.
@@ -61,6 +63,7 @@ class JobLookups:
         self._held_returns = 0
         self.needs_catch_up = False  # returns were dropped from memory during an outage
         self._slice_ends = 0.0
+        self._job_cost = JOB_COST_GUESS  # seconds one job's read and on_read took lately
         self.stopping = False
 
     def task(self):
@@ -106,8 +109,9 @@ class JobLookups:
         self._slice_ends = time.monotonic() + READ_SLICE  # a task of its own: the loop ran other work before it
         while self._waiting and not self.stopping:
             jid = next(iter(self._waiting))
+            started = time.monotonic()
             try:
-                jobs = await self._read_next()
+                jobs = await self._read_next(self._batch_fitting(started))
             except InputError as exc:
                 # A key the store refuses (events.parse lets none through): not an outage.
                 log.error("callbacks: ignoring job %r: %s", jid, exc)
@@ -118,29 +122,43 @@ class JobLookups:
                 self.outage.failed(self._clock(), exc, f"{len(self._waiting)} job(s) wait to be read")
                 return
             self.outage.recovered(self._clock())
-            for jid, records in jobs:
+            for done, (jid, records) in enumerate(jobs, 1):
                 waiting = self._waiting.pop(jid, None)
                 if waiting is None:
                     continue  # read twice meanwhile (in a thread)
                 self._held_returns -= len(waiting["returns"])
                 self._on_read(jid, records, waiting["minions"], waiting["returns"])
-                if time.monotonic() >= self._slice_ends:
+                now = time.monotonic()
+                if now >= self._slice_ends:
+                    self._measured(now - started, done)
                     await asyncio.sleep(0)  # let events through
                     self._slice_ends = time.monotonic() + READ_SLICE
-                    # The rest of the batch was read before those events: read it again.
-                    break
+                    if done < len(jobs):
+                        break  # the rest was read before those events: read it again
+            else:
+                if len(jobs) > 1:
+                    self._measured(time.monotonic() - started, len(jobs))
 
-    async def _read_next(self):
-        """``[(jid, records)]`` of the jobs first in line: a batch of up to
-        ``READ_BATCH`` in one query when the store has ``records_of_jobs``
-        (the embedded one), else the first job alone."""
+    def _measured(self, seconds, jobs):
+        self._job_cost += (seconds / jobs - self._job_cost) / 2  # smoothed: one slow job is not the rule
+
+    def _batch_fitting(self, now):
+        """Jobs to read at once: what the rest of the slice is likely to
+        handle (read and ``on_read``, at the cost measured lately), so few
+        reads are thrown away when the slice ends."""
+        return max(1, min(READ_BATCH, int((self._slice_ends - now) / max(self._job_cost, 1e-6))))
+
+    async def _read_next(self, batch):
+        """``[(jid, records)]`` of the jobs first in line: up to ``batch`` in
+        one query when the store has ``records_of_jobs`` (the embedded one),
+        else the first job alone."""
         jid = next(iter(self._waiting))
         if getattr(self._store, "blocking", False):
             minions = self._waiting[jid]["minions"]
             return [(jid, await asyncio.get_running_loop().run_in_executor(None, self._read_job, jid, minions))]
         read_many = getattr(self._store, "records_of_jobs", None)
-        if read_many is not None and len(self._waiting) > 1:
-            jids = list(itertools.islice(self._waiting, READ_BATCH))
+        if read_many is not None and batch > 1 and len(self._waiting) > 1:
+            jids = list(itertools.islice(self._waiting, batch))
             try:
                 found = read_many(jids)
             except InputError:
