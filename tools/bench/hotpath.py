@@ -123,7 +123,8 @@ def main(argv=None):
     p.add_argument("--backend", choices=("real", "dict"), default="real",
                    help="real: the store the config selects; dict: a salt_cache store in a dict (no I/O)")
     p.add_argument("--cap", type=float, default=120, help="seconds at most")
-    p.add_argument("--cprofile", default="", help="write cProfile's top functions (by own time) here")
+    p.add_argument("--cprofile", default="", help="write cProfile's top functions (by own time) here, "
+                                                 "and the raw stats to <file>.prof")
     args = p.parse_args(argv)
     import secrets  # pylint: disable=import-outside-toplevel
 
@@ -145,6 +146,7 @@ def main(argv=None):
         stats.sort_stats("cumulative").print_stats(60)
         with open(args.cprofile, "w", encoding="utf-8") as handle:
             handle.write(out.getvalue())
+        profiler.dump_stats(args.cprofile + ".prof")  # all of it, for pstats or snakeviz
     return 0 if result["delivered"] == result["n"] else 1
 
 
