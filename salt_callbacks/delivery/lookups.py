@@ -133,9 +133,8 @@ class JobLookups:
                     self._measured(now - started, done)
                     await asyncio.sleep(0)  # let events through
                     self._slice_ends = time.monotonic() + READ_SLICE
-                    if done < len(jobs):
-                        break  # the rest was read before those events: read it again
-            else:
+                    break  # the rest, if any, was read before those events: read it again
+            else:  # no yield in this batch: its time is only its own jobs'
                 if len(jobs) > 1:
                     self._measured(time.monotonic() - started, len(jobs))
 
