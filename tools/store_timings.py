@@ -1,6 +1,7 @@
 """In-process timings of each store at N records: the runner's get and list forms
 (``CallbackService``, as ``salt-run callbacks.get``/``list`` call it, without
-salt-run's start-up), a batched write, recovery, a count and a sweep listing.
+salt-run's start-up), a batched write, recovery, a count, a sweep listing and
+the sweep's calls on the engine's loop (a page of expired jobs, a batch removed).
 
     .venv/bin/python -m tools.store_timings --records 100000 [--salt-cache 10000]
 
@@ -16,6 +17,7 @@ import tempfile
 import time
 
 from salt_callbacks.config import CallbacksConfig
+from salt_callbacks.delivery.sweeper import SWEEP_BATCH
 from salt_callbacks.model.records import Record
 from salt_callbacks.service import CallbackService
 from salt_callbacks.store import EmbeddedStore
@@ -88,6 +90,13 @@ def measure(name, store, count, repeat):
     print(f"  expired_jobs (half of them)            "
           f"{median_ms(lambda: store.expired_jobs(T0 - count / 2), max(1, repeat // 5)):8.2f} ms")
     print(f"  unfinished_jobs (recovery, all)        {median_ms(store.unfinished_jobs, 1):8.2f} ms")
+    if isinstance(store, EmbeddedStore):  # what the sweep runs on the engine's loop, one call at a time
+        cutoff = T0 - count / 2
+        print(f"  expired_page (500 jobs)                "
+              f"{median_ms(lambda: store.expired_page(cutoff), repeat):8.2f} ms")
+        print(f"  {f'remove_jobs ({SWEEP_BATCH} jobs, a sweep batch)':<39}"
+              f"{median_ms(lambda: store.remove_jobs(store.expired_page(cutoff, limit=SWEEP_BATCH)[0]), repeat):8.2f} ms"
+              " (with its expired_page)")
 
 
 def main():

@@ -11,7 +11,8 @@ a database does better than a file per key:
   public state, so a filter that matches nothing reads nothing;
 - ``unfinished_jobs()`` (recovery) and ``count_unfinished(user)`` (limits)
   from partial indexes over unfinished records only;
-- ``expired_jobs`` from an index on creation time, ``remove_jobs`` in batches.
+- ``expired_jobs`` from an index on creation time (``expired_page``: a page
+  of them per query), ``remove_jobs`` in batches.
 
 Tables (``database.py`` holds the schema and its migrations)::
 
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 WRITE_BATCH = 500
 #: Jobs removed per transaction by the retention sweep.
 REMOVE_BATCH = 500
+#: Expired jobs listed per query when the sweep reads them a page at a time.
+EXPIRED_PAGE = 500
 #: Rows fetched at a time while filtering a listing.
 LIST_FETCH = 200
 #: Devices a listing names in its query at most (SQLite's parameter limit is far above).
@@ -162,6 +165,31 @@ class EmbeddedStore:
         rows = self._read("list expired jobs",
                           "SELECT jid, devices FROM jobs WHERE created <= ? ORDER BY created, jid", (cutoff,))
         return [(jid, unpack(devices)) for jid, devices in rows]
+
+    def expired_page(self, cutoff, after=None, limit=EXPIRED_PAGE):
+        """A page of ``expired_jobs(cutoff)``: ``([(jid, devices)], after)``,
+        up to ``limit`` jobs past ``after`` (what the page before returned;
+        None: from the oldest) and the ``after`` of the next page (None when
+        this one is the last). Each page is one short query from the index
+        (~0.5 ms for 500 jobs, however many share one ``created``), so the
+        sweep can run it on the engine's loop (sweeper.py says why).
+
+        ``after`` is ``(created, rowid)``, the index's own order; a VACUUM
+        between two pages may renumber rows, and then a page skips or repeats
+        a few jobs, which the next sweep finds again."""
+        limit = int(limit)
+        columns = "SELECT rowid, created, jid, devices FROM jobs"
+        rows = []
+        if after is not None:  # the rest of the jobs created at the last one's time
+            rows = self._read("list expired jobs", f"{columns} WHERE created = ? AND rowid > ? "
+                              "ORDER BY created, rowid LIMIT ?", (after[0], after[1], limit))
+        if len(rows) < limit:
+            later = "created > ? AND " if after is not None else ""
+            params = ((after[0],) if after is not None else ()) + (cutoff, limit - len(rows))
+            rows += self._read("list expired jobs", f"{columns} WHERE {later}created <= ? "
+                               "ORDER BY created, rowid LIMIT ?", params)
+        following = (rows[-1][1], rows[-1][0]) if len(rows) == limit else None
+        return [(jid, unpack(devices)) for _, _, jid, devices in rows], following
 
     def remove_job(self, jid, devices=None):
         self.remove_jobs([(jid, devices)])

@@ -240,6 +240,40 @@ def test_records_of_jobs_reads_many_jobs_at_once_each_by_device(embedded, monkey
         embedded.records_of_jobs([jid(1), "../tokens/abc"])
 
 
+def test_expired_page_lists_the_expired_jobs_a_page_at_a_time_each_once(embedded):
+    # Seven jobs share one creation time (a bench's, or a broadcast's), two are later, one is not expired.
+    created = {n: T0 + 1 for n in range(1, 8)} | {8: T0, 9: T0 + 2, 10: T0 + 5}
+    for n, at in created.items():
+        embedded.add_job(jid(n), [make_record(n, "dev1")], at)
+
+    pages, after = [], None
+    for _ in range(10):  # bounded: 9 expired jobs in pages of 2
+        page, after = embedded.expired_page(T0 + 2, after, limit=2)
+        pages.append([j for j, _ in page])
+        if after is None:
+            break
+
+    assert [j for page in pages for j in page] == [j for j, _ in embedded.expired_jobs(T0 + 2)]
+    assert pages[0][0] == jid(8) and pages[-1][-1] == jid(9)  # oldest first, as the sweep removes them
+    assert [len(page) for page in pages] == [2, 2, 2, 2, 1]
+    assert embedded.expired_page(T0 + 2, None, limit=2)[0][0] == (jid(8), ["dev1"])
+
+
+def test_expired_page_goes_on_past_jobs_removed_between_pages(embedded):
+    for n in range(1, 7):
+        embedded.add_job(jid(n), [make_record(n, "dev1")], T0)
+
+    seen, after = [], None
+    for _ in range(10):
+        page, after = embedded.expired_page(T0, after, limit=4)
+        seen += [j for j, _ in page]
+        embedded.remove_jobs(page)  # what the sweep does with each page before it reads the next
+        if after is None:
+            break
+
+    assert seen == [jid(n) for n in range(1, 7)] and embedded.jids() == []
+
+
 def test_an_unreadable_record_is_a_store_error(embedded):
     embedded.add_job(jid(1), [make_record(1, "dev1")], T0)
     with embedded.db.write() as conn:
