@@ -5,8 +5,9 @@ and every published job needs one. So an event only *requests* a job; a task
 reads the requested jobs in slices of at most ``READ_SLICE`` seconds, letting
 events through in between, and hands each job's records to the engine. The
 embedded store reads up to ``READ_BATCH`` jobs in one query
-(``records_of_jobs``); what a slice does not get to is read again after it,
-so no job's records are older than the events handled before them. A
+(``records_of_jobs``), Redis as many in a worker thread (two round trips);
+what a slice does not get to is read again after it, so no job's records
+are older than the events handled before them. A
 return that needs the store waits for its job's read instead of reading
 itself. (Not in a thread: beside a busy loop a thread doing store I/O gets
 the GIL back only every switch interval; see writer.py.)
@@ -50,10 +51,12 @@ class JobLookups:
         """``on_read(jid, records, minions, returns)`` runs on the loop for each
         job read: ``minions`` as the ``new`` event named them (or None),
         ``returns`` the ``[(device_id, data)]`` that waited for the read.
-        On a network store (``store.blocking``) each job is read in a worker
-        thread, and ``prepare(records, minions)`` (the coordinator's claims,
-        made ahead in one round trip) runs there after it."""
+        On a network store (``store.blocking``) up to ``READ_BATCH`` jobs are
+        read at once in a worker thread (``records_of_jobs``: two round trips
+        on Redis), and ``prepare(records, minions)`` (the coordinator's claims,
+        made ahead in one round trip) runs there after each job's read."""
         self._store = store
+        self._blocking = getattr(store, "blocking", False)
         self._prepare = prepare
         self._on_read = on_read
         self.outage = outage
@@ -112,6 +115,9 @@ class JobLookups:
             started = time.monotonic()
             try:
                 jobs = await self._read_next(self._batch_fitting(started))
+                if self._blocking:  # read in a thread: the loop was free meanwhile, a new slice starts
+                    started = time.monotonic()
+                    self._slice_ends = started + READ_SLICE
             except InputError as exc:
                 # A key the store refuses (events.parse lets none through): not an outage.
                 log.error("callbacks: ignoring job %r: %s", jid, exc)
@@ -150,12 +156,16 @@ class JobLookups:
     async def _read_next(self, batch):
         """``[(jid, records)]`` of the jobs first in line: up to ``batch`` in
         one query when the store has ``records_of_jobs`` (the embedded one),
-        else the first job alone."""
+        up to ``READ_BATCH`` in a thread on a network store, else the first
+        job alone."""
         jid = next(iter(self._waiting))
-        if getattr(self._store, "blocking", False):
-            minions = self._waiting[jid]["minions"]
-            return [(jid, await asyncio.get_running_loop().run_in_executor(None, self._read_job, jid, minions))]
         read_many = getattr(self._store, "records_of_jobs", None)
+        if self._blocking:
+            # A network store, in a worker thread: as many jobs as a batch holds
+            # (the loop is free while it reads, so the slice does not size it).
+            jids = list(itertools.islice(self._waiting, READ_BATCH if read_many is not None else 1))
+            minions = {jid: self._waiting[jid]["minions"] for jid in jids}
+            return await asyncio.get_running_loop().run_in_executor(None, self._read_jobs, jids, minions)
         if read_many is not None and batch > 1 and len(self._waiting) > 1:
             jids = list(itertools.islice(self._waiting, batch))
             try:
@@ -166,12 +176,23 @@ class JobLookups:
                 return [(jid, found[jid]) for jid in jids]
         return [(jid, self._store.records_of_job(jid))]
 
-    def _read_job(self, jid, minions):
-        # In a worker thread: the job's records, then claims made ahead for them.
-        records = self._store.records_of_job(jid)
-        if self._prepare is not None and records:
-            self._prepare(records, minions)
-        return records
+    def _read_jobs(self, jids, minions):
+        # In a worker thread: the jobs' records (one round trip or two for all
+        # of them), then claims made ahead for each job's.
+        found = None
+        if len(jids) > 1:
+            try:
+                found = self._store.records_of_jobs(jids)
+            except InputError:
+                jids = jids[:1]  # a jid the store refuses: one at a time until it comes first (and is dropped)
+        if found is None:
+            found = {jids[0]: self._store.records_of_job(jids[0])}
+        jobs = [(jid, found.get(jid, [])) for jid in jids]
+        if self._prepare is not None:
+            for jid, records in jobs:
+                if records:
+                    self._prepare(records, minions[jid])
+        return jobs
 
 
 class KnownJobs:

@@ -13,7 +13,7 @@ written by the previous release are read as they are, and the other way round::
 ``cache.redis.separator``; values are msgpack without the bin type, as
 ``salt.payload.dumps`` writes them). Unlike the driver it writes a batch of
 records in one round trip (``save_many``: one pipeline), reads a job's
-records in one, and removes records and their emptied banks in one atomic
+records in one and many jobs' in two (``records_of_jobs``), and removes records and their emptied banks in one atomic
 script. It takes a ready ``redis.Redis`` client (``adapters.redis.redis_client``)
 and never imports redis or Salt itself.
 
@@ -293,6 +293,24 @@ class RedisStore:
             return []
         devices = list(entry.get("devices", []))
         return [r for r in self._records([(d, jid) for d in devices]) if r is not None]
+
+    def records_of_jobs(self, jids):
+        """``{jid: [records]}`` of many jobs in two round trips: their index
+        entries (one HMGET), then every record (one pipeline); a job without
+        an entry has ``[]``. Each job's records in ``records_of_job``'s order."""
+        jids = [valid_jid(jid) for jid in jids]
+        if not jids:
+            return {}
+        raws = self._call(f"read {len(jids)} job(s)", self._client.hmget, self._bank_key(JOBS_BANK), jids)
+        pairs = []
+        for jid, raw in zip(jids, raws):
+            entry = unpack(raw) if raw is not None else None
+            pairs.extend((device_id, jid) for device_id in (entry or {}).get("devices", []))
+        found = {jid: [] for jid in jids}
+        for (_, jid), record in zip(pairs, self._records(pairs)):
+            if record is not None:
+                found[jid].append(record)
+        return found
 
     def _records(self, pairs):
         def run():

@@ -17,7 +17,7 @@ import salt.config
 from salt_callbacks.adapters import cache as cache_adapter
 from salt_callbacks.adapters import redis as redis_adapter
 from salt_callbacks.config import CallbacksConfig
-from salt_callbacks.exceptions import StoreError
+from salt_callbacks.exceptions import InputError, StoreError
 from salt_callbacks.store import SaltCacheStore
 from salt_callbacks.store.redis_store import RedisStore
 
@@ -115,6 +115,26 @@ def test_a_flush_of_many_records_is_one_round_trip(opts, server):
     CountingConnection.sends = 0
     assert len(store.records_of_job(records[0].jid)) == 300
     assert CountingConnection.sends == 2  # the job's index entry, then all its records
+
+
+def test_the_records_of_many_jobs_are_read_in_two_round_trips(opts, server):
+    pool = redis.ConnectionPool(host="127.0.0.1", port=server.port, connection_class=CountingConnection)
+    store = RedisStore(redis.Redis(connection_pool=pool))
+    jobs = {n: [make_record(n, f"dev{d}") for d in (2, 1, 3)[:n]] for n in (1, 2, 3)}
+    for records in jobs.values():
+        store.index_job(records[0].jid, [r.device_id for r in records], records[0].created)
+        store.save_many(records)
+    jids = [jobs[3][0].jid, make_record(9, "dev1").jid, jobs[1][0].jid, jobs[2][0].jid]  # one without an entry
+    CountingConnection.sends = 0
+
+    found = store.records_of_jobs(jids)
+
+    assert CountingConnection.sends == 2  # every index entry (HMGET), then every record (one pipeline)
+    assert {jid: [r.device_id for r in records] for jid, records in found.items()} == {
+        jid: [r.device_id for r in store.records_of_job(jid)] for jid in jids}
+    assert [len(found[jid]) for jid in jids] == [3, 0, 1, 2]
+    with pytest.raises(InputError):
+        store.records_of_jobs([jids[0], "../tokens/abc"])
 
 
 def test_an_unreachable_redis_fails_a_call_within_the_socket_timeout_with_a_clear_error(opts):

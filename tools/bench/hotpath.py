@@ -1,6 +1,7 @@
 """The engine's hot path alone, in this process: CPU per webhook without a master.
 
-    python -m tools.bench.hotpath [--n 5000] [--window 1000] [--store salt_cache] [--cprofile out.txt]
+    python -m tools.bench.hotpath [--n 5000] [--window 1000] [--store salt_cache | --redis HOST:PORT]
+                                  [--switch-interval S] [--cprofile out.txt]
 
 What it runs: the real ``CallbackEngine`` (``factory.build_engine``) with the
 real store (``factory.build_store`` on a scratch ``cachedir``), the real
@@ -57,6 +58,9 @@ async def _run(args, receiver, opts):
     secret = receiver.secret
     opts["callbacks"] = {"secrets": {"default": secret}, "allow_networks": ["127.0.0.0/8"], "retry_delays": [1],
                          **({"store": args.store} if args.store else {})}
+    if args.redis:
+        host, _, port = args.redis.rpartition(":")
+        opts["callbacks"].update(store="redis", redis={"host": host, "port": int(port)})
     config = factory.load_config(opts)
     if args.backend == "dict":
         from salt_callbacks.store import SaltCacheStore  # pylint: disable=import-outside-toplevel
@@ -122,11 +126,17 @@ def main(argv=None):
     p.add_argument("--store", default="", help="callbacks: store (when the build knows the key)")
     p.add_argument("--backend", choices=("real", "dict"), default="real",
                    help="real: the store the config selects; dict: a salt_cache store in a dict (no I/O)")
+    p.add_argument("--redis", default="", metavar="HOST:PORT",
+                   help="the redis store on this server (callbacks: store: redis), instead of --store")
+    p.add_argument("--switch-interval", type=float, default=None, metavar="S",
+                   help="the GIL's switch interval (sys.setswitchinterval); default: Python's")
     p.add_argument("--cap", type=float, default=120, help="seconds at most")
     p.add_argument("--cprofile", default="", help="write cProfile's top functions (by own time) here, "
                                                  "and the raw stats to <file>.prof")
     args = p.parse_args(argv)
     import secrets  # pylint: disable=import-outside-toplevel
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
 
     logging.basicConfig(level=logging.WARNING)  # as the bench's masters log: INFO lines are not formatted
     scratch = tempfile.mkdtemp(prefix="hotpath-")

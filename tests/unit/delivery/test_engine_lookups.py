@@ -7,6 +7,7 @@ embedded store for the batched reads); each
 """
 
 import json
+import threading
 import time
 
 import pytest
@@ -160,4 +161,50 @@ async def test_a_batch_read_that_meets_a_refused_jid_drops_it_and_reads_the_rest
 
     assert posted_jids(rig) == sorted(r.jid for r in records)
     assert len(rig.engine.lookups) == 0 and store.singles >= 2  # one at a time past the refused jid
+    store.close()
+
+
+class NetworkLikeStore(CountingStore):
+    """The embedded store flagged ``blocking``, as Redis is: the engine reads it in worker threads."""
+
+    blocking = True
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.threads = set()
+
+    def records_of_jobs(self, jids):
+        self.threads.add(threading.get_ident())
+        return super().records_of_jobs(jids)
+
+
+async def test_a_network_store_reads_jobs_published_together_in_batches_off_the_loop(tmp_path):
+    store = NetworkLikeStore(str(tmp_path / "callbacks.db"))
+    rig = new_rig(store=store)
+    await rig.engine.startup()
+    records = [make_record(n, "dev1", created=T0) for n in range(1, lookups.READ_BATCH + 9)]
+    publish_with_returns(rig, records)
+    await settle(rig.engine)
+
+    assert posted_jids(rig) == sorted(r.jid for r in records)  # every job's return delivered, once
+    # A batch per thread read (not a read per job); a slice that ends on the loop re-reads the rest.
+    assert sum(len(batch) for batch in store.batches) >= len(records) and len(store.batches) <= 4
+    assert store.batches[0] == [r.jid for r in records[:lookups.READ_BATCH]]
+    assert threading.get_ident() not in store.threads
+    store.close()
+
+
+async def test_a_network_store_batch_that_meets_a_refused_jid_drops_it_and_reads_the_rest(tmp_path):
+    store = NetworkLikeStore(str(tmp_path / "callbacks.db"))
+    rig = new_rig(store=store)
+    await rig.engine.startup()
+    records = [make_record(n, "dev1", created=T0) for n in (1, 2)]
+    rig.add(*records)
+    rig.engine.lookups.request(records[0].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
+    rig.engine.lookups.request("../tokens/abc")
+    rig.engine.lookups.request(records[1].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
+    await settle(rig.engine)
+
+    assert posted_jids(rig) == sorted(r.jid for r in records)
+    assert len(rig.engine.lookups) == 0 and store.singles >= 2
     store.close()
