@@ -94,9 +94,11 @@ def measure(name, store, count, repeat):
         cutoff = T0 - count / 2
         print(f"  expired_page (500 jobs)                "
               f"{median_ms(lambda: store.expired_page(cutoff), repeat):8.2f} ms")
+        def remove_a_batch():
+            store.remove_jobs(store.expired_page(cutoff, limit=SWEEP_BATCH)[0])
+
         print(f"  {f'remove_jobs ({SWEEP_BATCH} jobs, a sweep batch)':<39}"
-              f"{median_ms(lambda: store.remove_jobs(store.expired_page(cutoff, limit=SWEEP_BATCH)[0]), repeat):8.2f} ms"
-              " (with its expired_page)")
+              f"{median_ms(remove_a_batch, repeat):8.2f} ms (with its expired_page)")
 
 
 def main():

@@ -13,8 +13,8 @@ written by the previous release are read as they are, and the other way round::
 ``cache.redis.separator``; values are msgpack without the bin type, as
 ``salt.payload.dumps`` writes them). Unlike the driver it writes a batch of
 records in one round trip (``save_many``: one pipeline), reads a job's
-records in one and many jobs' in two (``records_of_jobs``), and removes records and their emptied banks in one atomic
-script. It takes a ready ``redis.Redis`` client (``adapters.redis.redis_client``)
+records in one and many jobs' in two (``records_of_jobs``), and removes
+records and their emptied banks in one atomic script. It takes a ready ``redis.Redis`` client (``adapters.redis.redis_client``)
 and never imports redis or Salt itself.
 
 Network I/O: ``blocking = True`` tells the engine to call it off its event

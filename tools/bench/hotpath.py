@@ -140,6 +140,7 @@ def main(argv=None):
                                                  "and the raw stats to <file>.prof")
     args = p.parse_args(argv)
     import secrets  # pylint: disable=import-outside-toplevel
+
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
 
