@@ -17,8 +17,8 @@ Where its store calls run depends on the store:
   engine, loaded at 2,235 returns/s, swept nothing in 30 s.
 - Any other store (Redis, ``salt_cache``): in the writer's thread (ordered
   after the writes queued before it), the listing at once and the removals
-  ``SWEEP_BATCH`` jobs per call. A network store's few round trips wait
-  without the GIL, and must not hold the loop.
+  ``SWEEP_BATCH`` jobs per call. A network store's round trips must not
+  hold the loop, and ``salt_cache`` lists its jobs only all at once.
 
 ``SWEEP_BATCH`` is one short transaction in the embedded store (1.9 ms at
 100k records in ``tools.store_timings``, ~7 ms on a slower machine; 500 held

@@ -148,22 +148,6 @@ async def test_jobs_a_slice_did_not_get_to_are_read_again_after_it(tmp_path, mon
     store.close()
 
 
-async def test_a_batch_read_that_meets_a_refused_jid_drops_it_and_reads_the_rest(tmp_path):
-    store = CountingStore(str(tmp_path / "callbacks.db"))
-    rig = new_rig(store=store)
-    await rig.engine.startup()
-    records = [make_record(n, "dev1", created=T0) for n in (1, 2)]
-    rig.add(*records)
-    rig.engine.lookups.request(records[0].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
-    rig.engine.lookups.request("../tokens/abc")  # events.parse lets none through; the store refuses it
-    rig.engine.lookups.request(records[1].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
-    await settle(rig.engine)
-
-    assert posted_jids(rig) == sorted(r.jid for r in records)
-    assert len(rig.engine.lookups) == 0 and store.singles >= 2  # one at a time past the refused jid
-    store.close()
-
-
 class NetworkLikeStore(CountingStore):
     """The embedded store flagged ``blocking``, as Redis is: the engine reads it in worker threads."""
 
@@ -176,6 +160,23 @@ class NetworkLikeStore(CountingStore):
     def records_of_jobs(self, jids):
         self.threads.add(threading.get_ident())
         return super().records_of_jobs(jids)
+
+
+@pytest.mark.parametrize("store_class", [CountingStore, NetworkLikeStore], ids=["on the loop", "in a thread"])
+async def test_a_batch_read_that_meets_a_refused_jid_drops_it_and_reads_the_rest(tmp_path, store_class):
+    store = store_class(str(tmp_path / "callbacks.db"))
+    rig = new_rig(store=store)
+    await rig.engine.startup()
+    records = [make_record(n, "dev1", created=T0) for n in (1, 2)]
+    rig.add(*records)
+    rig.engine.lookups.request(records[0].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
+    rig.engine.lookups.request("../tokens/abc")  # events.parse lets none through; the store refuses it
+    rig.engine.lookups.request(records[1].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
+    await settle(rig.engine)
+
+    assert posted_jids(rig) == sorted(r.jid for r in records)
+    assert len(rig.engine.lookups) == 0 and store.singles >= 2  # one at a time past the refused jid
+    store.close()
 
 
 async def test_a_network_store_reads_jobs_published_together_in_batches_off_the_loop(tmp_path):
@@ -191,20 +192,4 @@ async def test_a_network_store_reads_jobs_published_together_in_batches_off_the_
     assert sum(len(batch) for batch in store.batches) >= len(records) and len(store.batches) <= 4
     assert store.batches[0] == [r.jid for r in records[:lookups.READ_BATCH]]
     assert threading.get_ident() not in store.threads
-    store.close()
-
-
-async def test_a_network_store_batch_that_meets_a_refused_jid_drops_it_and_reads_the_rest(tmp_path):
-    store = NetworkLikeStore(str(tmp_path / "callbacks.db"))
-    rig = new_rig(store=store)
-    await rig.engine.startup()
-    records = [make_record(n, "dev1", created=T0) for n in (1, 2)]
-    rig.add(*records)
-    rig.engine.lookups.request(records[0].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
-    rig.engine.lookups.request("../tokens/abc")
-    rig.engine.lookups.request(records[1].jid, ret=("dev1", {"retcode": 0, "return": True, "success": True}))
-    await settle(rig.engine)
-
-    assert posted_jids(rig) == sorted(r.jid for r in records)
-    assert len(rig.engine.lookups) == 0 and store.singles >= 2
     store.close()
